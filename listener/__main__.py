@@ -1,0 +1,3 @@
+from listener.cli import listener_main
+
+raise SystemExit(listener_main())

@@ -1,0 +1,165 @@
+"""The realtime Airflow's stable REST API (`/api/v2`), as the listener uses it.
+
+Authentication: a JWT from `POST /auth/token`, refreshed shortly before its `exp` claim and
+once more on a 401. Every failure is classified: `AirflowUnavailable` (retry later) or
+`AirflowRejected` (this input can never be accepted).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from listener.errors import AirflowRejected, AirflowUnavailable
+from listener.settings import AirflowSettings
+
+logger = logging.getLogger(__name__)
+
+
+class TriggerOutcome(StrEnum):
+    CREATED = "created"
+    ALREADY_EXISTS = "already_exists"
+
+
+@dataclass(frozen=True)
+class DagRun:
+    run_id: str
+    state: str
+    conf: dict[str, Any]
+
+
+def run_id_for(event_id: str) -> str:
+    """The DAG run id of a signup: derived from the event id, so a retry finds the same run.
+
+    The signup schema restricts event ids to characters Airflow accepts in run ids.
+    """
+    return f"signup__{event_id}"
+
+
+def _token_expiry(token: str) -> float:
+    """The `exp` claim of a JWT (not verified: the server does that), or 0 if absent."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims.get("exp", 0))
+    except (IndexError, ValueError, TypeError):
+        return 0.0
+
+
+class AirflowClient:
+    """A thread-safe client; pass `transport` to test against a fake server."""
+
+    def __init__(self, settings: AirflowSettings, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self._http = httpx.Client(base_url=settings.url, timeout=settings.timeout_s, transport=transport)
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def trigger(self, run_id: str, conf: dict[str, Any]) -> TriggerOutcome:
+        """Create the run, or report that a run with this id already exists."""
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        response = self._request("POST", f"/api/v2/dags/{self.settings.dag_id}/dagRuns", json=body)
+        if response.status_code in (200, 201):
+            return TriggerOutcome.CREATED
+        if response.status_code == 409:
+            return TriggerOutcome.ALREADY_EXISTS
+        raise self._classify(response)
+
+    def get_run(self, run_id: str) -> DagRun | None:
+        response = self._request("GET", f"/api/v2/dags/{self.settings.dag_id}/dagRuns/{run_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._classify(response)
+        data = response.json()
+        return DagRun(run_id=data["dag_run_id"], state=data["state"], conf=data.get("conf") or {})
+
+    def check(self) -> None:
+        """Raise AirflowUnavailable unless the API answers and the DAG is known."""
+        response = self._request("GET", f"/api/v2/dags/{self.settings.dag_id}")
+        if response.status_code != 200:
+            raise self._classify(response)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            headers = {"Authorization": f"Bearer {self._bearer()}"}
+            try:
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TimeoutException as err:
+                raise AirflowUnavailable("timeout", f"{method} {path} timed out: {err}") from err
+            except httpx.TransportError as err:
+                raise AirflowUnavailable("connection", f"{method} {path} failed: {err}") from err
+            if response.status_code == 401 and attempt == 1:
+                self._invalidate_token()
+                continue
+            return response
+        return response
+
+    def _bearer(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() >= self._token_expires_at - self.settings.token_refresh_margin_s:
+                self._token, self._token_expires_at = self._fetch_token()
+            return self._token
+
+    def _invalidate_token(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def _fetch_token(self) -> tuple[str, float]:
+        credentials = {"username": self.settings.username, "password": self.settings.password}
+        try:
+            response = self._http.post("/auth/token", json=credentials)
+        except httpx.TimeoutException as err:
+            raise AirflowUnavailable("timeout", f"POST /auth/token timed out: {err}") from err
+        except httpx.TransportError as err:
+            raise AirflowUnavailable("connection", f"POST /auth/token failed: {err}") from err
+        if response.status_code not in (200, 201):
+            raise AirflowUnavailable(
+                "auth",
+                f"POST /auth/token answered {response.status_code}: check AIRFLOW_USERNAME and the password",
+            )
+        token = response.json()["access_token"]
+        expires_at = _token_expiry(token) or time.time() + 300
+        logger.info(
+            "listener: obtained an Airflow token for %s, valid for %.0f s",
+            self.settings.username,
+            expires_at - time.time(),
+        )
+        return token, expires_at
+
+    def _classify(self, response: httpx.Response) -> Exception:
+        detail = _detail(response)
+        code = response.status_code
+        if code == 400 and not detail.startswith("Dag with dag_id"):
+            return AirflowRejected("invalid_params", detail)
+        if code == 422:
+            return AirflowRejected("invalid_request", detail)
+        if code >= 500:
+            return AirflowUnavailable("server_error", f"{code}: {detail}")
+        if code in (401, 403):
+            return AirflowUnavailable("auth", f"{code}: {detail}")
+        if code == 404:
+            return AirflowUnavailable("dag_not_found", f"DAG {self.settings.dag_id!r} is not (yet) known: {detail}")
+        return AirflowUnavailable(f"http_{code}", detail)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    text = detail if isinstance(detail, str) else json.dumps(detail)
+    return text[:500]

@@ -1,0 +1,196 @@
+"""Command-line entry points.
+
+onboarding-listener [--burst] [--max-messages N]   run the consumer
+onboarding-listener check                           health probe: exit 0 healthy, 1 not
+onboarding-publish [--count N] [--file F|-] [--wait S]
+onboarding-decisions [--event-id ID] [--follow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from listener.airflow import AirflowClient
+from listener.consumer import Listener
+from listener.metrics import ListenerMetrics, serve_http
+from listener.settings import ListenerSettings
+from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
+from onboarding.errors import InvalidEvent, OnboardingError
+from onboarding.logs import configure_logging
+from onboarding.publisher import new_signup, publish_signup
+from onboarding.settings import StreamSettings
+
+logger = logging.getLogger("listener.cli")
+
+
+def listener_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onboarding-listener", description="Consume signups, trigger runs.")
+    parser.add_argument("command", nargs="?", choices=["run", "check"], default="run")
+    parser.add_argument("--burst", action="store_true", help="process what is queued, then exit")
+    parser.add_argument("--max-messages", type=int, default=None, help="exit after settling this many")
+    args = parser.parse_args(argv)
+    try:
+        settings = ListenerSettings.from_env()
+    except OnboardingError as err:
+        print(f"onboarding-listener: {err}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return _check(settings)
+    configure_logging("listener", settings.log_format)
+    client = redis.Redis.from_url(settings.streams.redis_url)
+    airflow = AirflowClient(settings.airflow)
+    listener = Listener(client, airflow, settings, ListenerMetrics())
+    stale_after_s = max(10.0, 3 * settings.block_ms / 1000 + settings.airflow.timeout_s)
+
+    def healthy() -> tuple[bool, str]:
+        age = listener.seconds_since_loop()
+        if age > stale_after_s:
+            return False, f"consumer loop stalled for {age:.0f} s"
+        try:
+            client.ping()
+        except redis.RedisError as err:
+            return False, f"redis unreachable: {err}"
+        return True, "ok"
+
+    server = serve_http(settings.metrics_host, settings.metrics_port, listener.metrics.registry, healthy)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("listener: received %s; finishing the entry in hand", signal.Signals(signum).name)
+        listener.stop()
+        # A second signal, or the timeout, ends the process even if Airflow hangs.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, max(settings.shutdown_timeout_s, 0.001))
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGALRM, lambda *_: _shutdown_timeout(settings.shutdown_timeout_s))
+    logger.info(
+        "listener: consumer %s in group %s on stream %s -> %s (metrics on %s:%s)",
+        settings.consumer,
+        settings.group,
+        settings.streams.signups_stream,
+        settings.airflow.url,
+        settings.metrics_host,
+        server.server_address[1],
+    )
+    try:
+        settled = listener.run(burst=args.burst, max_messages=args.max_messages)
+    except redis.RedisError as err:
+        logger.error("listener: redis failed: %s", err)
+        return 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        server.shutdown()
+        airflow.close()
+    logger.info("listener: stopped after settling %d entries", settled)
+    return 0
+
+
+def _shutdown_timeout(timeout_s: float) -> None:
+    # Unacknowledged entries stay pending and are re-read on the next start: nothing is lost.
+    logger.error("listener: shutdown took longer than %.1f s; exiting with entries left pending", timeout_s)
+    raise SystemExit(1)
+
+
+def _check(settings: ListenerSettings) -> int:
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            print(response.read().decode().strip())
+            return 0
+    except urllib.error.HTTPError as err:
+        print(f"unhealthy: {err.read().decode().strip()}")
+    except OSError as err:
+        print(f"unhealthy: {url} did not answer: {err}")
+    return 1
+
+
+def publish_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onboarding-publish",
+        description="Publish signup events to the signups stream (sample applicants by default).",
+    )
+    parser.add_argument("--count", type=int, default=1, help="how many sample signups to publish")
+    parser.add_argument("--file", help="a JSON file with one signup event (or a list); '-' reads stdin")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for each decision")
+    args = parser.parse_args(argv)
+    streams = StreamSettings.from_env()
+    client = redis.Redis.from_url(streams.redis_url)
+    if args.file:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        loaded = json.loads(text)
+        events = loaded if isinstance(loaded, list) else [loaded]
+    else:
+        events = [new_signup() for _ in range(args.count)]
+    start_id = _last_id(client, streams.decisions_stream)
+    published = []
+    for event in events:
+        try:
+            entry_id = publish_signup(client, streams.signups_stream, event)
+        except InvalidEvent as err:
+            print(f"rejected {event.get('event_id', '?')}: {err}", file=sys.stderr)
+            return 1
+        published.append(event)
+        print(json.dumps({"published": event["event_id"], "user_id": event["user_id"], "entry": entry_id}))
+    status = 0
+    for event in published if args.wait > 0 else []:
+        decision = wait_for_decision(client, streams.decisions_stream, event["event_id"], args.wait, start_id)
+        if decision is None:
+            print(f"no decision for {event['event_id']} within {args.wait:g} s", file=sys.stderr)
+            status = 1
+        else:
+            print(json.dumps(_summary(decision), indent=2))
+    return status
+
+
+def _last_id(client: redis.Redis, stream: str) -> str:
+    last = client.xrevrange(stream, count=1)
+    if not last:
+        return "0-0"
+    entry_id = last[0][0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _summary(event: DecisionEvent) -> dict[str, Any]:
+    data = event.to_dict()
+    latency = event.latency_s("accepted_at", "published_at")
+    if latency is not None:
+        data["latency_s"] = round(latency, 3)
+    return data
+
+
+def decisions_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onboarding-decisions", description="Read decision events.")
+    parser.add_argument("--event-id", help="only this signup's decision")
+    parser.add_argument("--follow", action="store_true", help="keep printing new decisions")
+    parser.add_argument("--last", type=int, default=20, help="how many recent decisions to show")
+    args = parser.parse_args(argv)
+    streams = StreamSettings.from_env()
+    client = redis.Redis.from_url(streams.redis_url)
+    entries = client.xrevrange(streams.decisions_stream, count=args.last if not args.event_id else 100_000)
+    last = "0-0"
+    for entry_id, fields in reversed(entries):
+        event = DecisionEvent.from_dict(json.loads(fields[b"payload"]))
+        last = entry_id.decode()
+        if args.event_id and event.event_id != args.event_id:
+            continue
+        print(json.dumps(_summary(event)))
+    while args.follow:
+        for entry_id, event in read_decisions(client, streams.decisions_stream, after=last):
+            last = entry_id
+            if not args.event_id or event.event_id == args.event_id:
+                print(json.dumps(_summary(event)), flush=True)
+        time.sleep(0.5)
+    return 0

@@ -1,0 +1,87 @@
+"""Listener settings, read once from the environment (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from onboarding.env import Env
+from onboarding.errors import ConfigError
+from onboarding.schema import DEFAULT_MAX_PAYLOAD_BYTES
+from onboarding.settings import StreamSettings
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """How to reach the realtime Airflow's REST API."""
+
+    url: str = "http://127.0.0.1:28080"
+    username: str = "listener"
+    password: str = field(default="", repr=False)
+    dag_id: str = "onboarding"
+    timeout_s: float = 10.0
+    token_refresh_margin_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AirflowSettings:
+        env = Env(environ)
+        password = env.optional_str("AIRFLOW_PASSWORD")
+        password_file = env.optional_str("AIRFLOW_PASSWORD_FILE")
+        if password is None and password_file is not None:
+            try:
+                with open(password_file, encoding="utf-8") as fh:
+                    password = fh.read().strip()
+            except OSError as err:
+                raise ConfigError(f"AIRFLOW_PASSWORD_FILE={password_file!r} cannot be read: {err}") from None
+        return cls(
+            url=env.str("AIRFLOW_API_URL", cls.url).rstrip("/"),
+            username=env.str("AIRFLOW_USERNAME", cls.username),
+            password=password or "",
+            dag_id=env.str("AIRFLOW_DAG_ID", cls.dag_id),
+            timeout_s=env.float("AIRFLOW_TIMEOUT_S", cls.timeout_s, minimum=0.1),
+            token_refresh_margin_s=env.float("AIRFLOW_TOKEN_REFRESH_MARGIN_S", cls.token_refresh_margin_s, minimum=0),
+        )
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """Everything the listener process needs."""
+
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    airflow: AirflowSettings = field(default_factory=AirflowSettings)
+    group: str = "onboarding-listener"
+    consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    batch_size: int = 16
+    block_ms: int = 1000
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    shutdown_timeout_s: float = 30.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    log_format: str = "json"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ListenerSettings:
+        source = os.environ if environ is None else environ
+        env = Env(source)
+        log_format = env.str("LOG_FORMAT", cls.log_format)
+        if log_format not in ("json", "text"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or text")
+        return cls(
+            streams=StreamSettings.from_env(source),
+            airflow=AirflowSettings.from_env(source),
+            group=env.str("LISTENER_GROUP", cls.group),
+            consumer=env.str("LISTENER_CONSUMER", f"{socket.gethostname()}-{os.getpid()}"),
+            batch_size=env.int("LISTENER_BATCH_SIZE", cls.batch_size, minimum=1),
+            block_ms=env.int("LISTENER_BLOCK_MS", cls.block_ms, minimum=1),
+            max_payload_bytes=env.int("LISTENER_MAX_PAYLOAD_BYTES", cls.max_payload_bytes, minimum=256),
+            retry_initial_s=env.float("LISTENER_RETRY_INITIAL_S", cls.retry_initial_s, minimum=0.01),
+            retry_max_s=env.float("LISTENER_RETRY_MAX_S", cls.retry_max_s, minimum=0.01),
+            shutdown_timeout_s=env.float("LISTENER_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, minimum=0),
+            metrics_host=env.str("LISTENER_METRICS_HOST", cls.metrics_host),
+            metrics_port=env.int("LISTENER_METRICS_PORT", cls.metrics_port, minimum=0),
+            log_format=log_format,
+        )

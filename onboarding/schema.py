@@ -1,0 +1,170 @@
+"""Signup event schema v1: the JSON Schema file is the contract; `SignupEvent` is its typed form.
+
+`parse_signup` turns raw stream bytes into a `SignupEvent` or raises `InvalidEvent` with a
+short reason code and a sentence that says what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from onboarding.errors import InvalidEvent
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+SUPPORTED_VERSIONS = (1,)
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
+
+# jsonschema validator keyword -> reason code a dead-letter reader can filter on.
+_REASONS = {
+    "required": "missing_field",
+    "additionalProperties": "unknown_field",
+    "type": "wrong_type",
+    "minimum": "out_of_range",
+    "maximum": "out_of_range",
+    "enum": "invalid_value",
+    "const": "invalid_value",
+    "pattern": "invalid_value",
+    "minLength": "invalid_value",
+    "maxLength": "invalid_value",
+}
+
+
+@cache
+def signup_schema(version: int = 1) -> dict[str, Any]:
+    """The JSON Schema of a signup event of this version."""
+    return json.loads((SCHEMA_DIR / f"signup.v{version}.json").read_text(encoding="utf-8"))
+
+
+@cache
+def _validator(version: int) -> Draft202012Validator:
+    return Draft202012Validator(signup_schema(version))
+
+
+@dataclass(frozen=True)
+class SignupEvent:
+    """A validated signup event."""
+
+    schema_version: int
+    event_id: str
+    user_id: str
+    occurred_at: datetime
+    application: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "occurred_at": self.occurred_at.isoformat(),
+            "application": dict(self.application),
+        }
+
+
+def parse_signup(payload: bytes | str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> SignupEvent:
+    """Validate a raw signup payload against its schema version."""
+    raw = payload.encode("utf-8") if isinstance(payload, str) else payload
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"payload is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidEvent("not_json", f"payload is not valid UTF-8 JSON: {err}") from None
+    return validate_signup(data)
+
+
+def validate_signup(data: Any) -> SignupEvent:
+    """Validate an already decoded signup event."""
+    if not isinstance(data, dict):
+        raise InvalidEvent("not_an_object", f"a signup event is a JSON object, got {type(data).__name__}")
+    version = data.get("schema_version")
+    if version is None:
+        raise InvalidEvent("missing_field", "schema_version is required")
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        raise InvalidEvent(
+            "unknown_schema_version",
+            f"schema_version {version!r} is not supported; supported: {list(SUPPORTED_VERSIONS)}",
+        )
+    errors = sorted(_validator(version).iter_errors(data), key=_error_order)
+    if errors:
+        raise _to_invalid(errors[0], len(errors))
+    occurred_at = _parse_timestamp(data["occurred_at"])
+    return SignupEvent(
+        schema_version=version,
+        event_id=data["event_id"],
+        user_id=data["user_id"],
+        occurred_at=occurred_at,
+        application=data["application"],
+    )
+
+
+def _error_order(error: ValidationError) -> tuple[int, str]:
+    return (len(error.absolute_path), ".".join(map(str, error.absolute_path)))
+
+
+def _to_invalid(error: ValidationError, count: int) -> InvalidEvent:
+    where = ".".join(str(p) for p in error.absolute_path) or "event"
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    return InvalidEvent(_REASONS.get(str(error.validator), "schema_violation"), f"{where}: {message}{more}")
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("invalid_timestamp", f"occurred_at: {value!r} is not an RFC 3339 date-time") from None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        raise InvalidEvent(
+            "invalid_timestamp",
+            f"occurred_at: {value!r} must be an RFC 3339 date-time with a time zone offset",
+        )
+    return parsed
+
+
+def build_schema_document() -> dict[str, Any]:
+    """The v1 schema as generated from the feature table (kept in sync by a test)."""
+    from risk.features import application_json_schema
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:onboarding:signup:v1",
+        "title": "Signup event",
+        "description": "A new applicant, published by a product app to the signups stream.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["schema_version", "event_id", "user_id", "occurred_at", "application"],
+        "properties": {
+            "schema_version": {"const": 1, "description": "Version of this schema."},
+            "event_id": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}$",
+                "description": "Unique id of this event (at most 128 characters: letters, "
+                "digits and . _ : ~ + -). A retry of the same signup reuses it.",
+            },
+            "user_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+                "description": "The applicant's id in the product app.",
+            },
+            "occurred_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the applicant signed up (RFC 3339, with offset).",
+            },
+            "application": application_json_schema(),
+        },
+    }
+
+
+if __name__ == "__main__":  # python -m onboarding.schema > onboarding/schemas/signup.v1.json
+    print(json.dumps(build_schema_document(), indent=2))

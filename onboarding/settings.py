@@ -1,0 +1,29 @@
+"""Where the streams live: the settings every component shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from onboarding.env import Env
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Redis and the names of the three streams (see docs/configuration.md)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    signups_stream: str = "signups"
+    decisions_stream: str = "decisions"
+    dead_letter_stream: str = "signups:dead"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
+        env = Env(os.environ if environ is None else environ)
+        return cls(
+            redis_url=env.str("REDIS_URL", cls.redis_url),
+            signups_stream=env.str("SIGNUPS_STREAM", cls.signups_stream),
+            decisions_stream=env.str("DECISIONS_STREAM", cls.decisions_stream),
+            dead_letter_stream=env.str("DEAD_LETTER_STREAM", cls.dead_letter_stream),
+        )

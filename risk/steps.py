@@ -1,0 +1,105 @@
+"""The onboarding pipeline's steps, as plain functions the DAG wires together.
+
+Each step takes and returns JSON-able dicts (they travel as XComs) and stamps the time it
+finished, so the decision event carries a timestamp per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+
+from onboarding.decision import DecisionEvent, publish_decision, utc_now
+from risk.artifacts import LoadedModel
+from risk.model import probability_bad, reason_codes
+from risk.policy import Decision
+
+logger = logging.getLogger(__name__)
+
+
+def enrich(signup: dict[str, Any], accepted_at: str | None, run_started_at: str) -> dict[str, Any]:
+    """Add what the model and policy need beyond the raw application."""
+    application = dict(signup["application"])
+    months = max(1, int(application["duration_months"]))
+    return {
+        "event_id": signup["event_id"],
+        "user_id": signup["user_id"],
+        "application": application,
+        "derived": {"monthly_amount": round(float(application["credit_amount"]) / months, 2)},
+        "timestamps": {
+            "occurred_at": signup["occurred_at"],
+            **({"accepted_at": accepted_at} if accepted_at else {}),
+            "run_started_at": run_started_at,
+            "enriched_at": utc_now(),
+        },
+    }
+
+
+def score(enriched: dict[str, Any], model: LoadedModel) -> dict[str, Any]:
+    application = enriched["application"]
+    p_bad = probability_bad(model.pipeline, application)
+    return {
+        **enriched,
+        "score": round(p_bad, 6),
+        "reason_codes": [r.to_dict() for r in reason_codes(model.pipeline, application)],
+        "model_version": model.version,
+        "policy": model.policy.to_dict(),
+        "timestamps": {**enriched["timestamps"], "scored_at": utc_now()},
+    }
+
+
+def decide(scored: dict[str, Any], model: LoadedModel) -> dict[str, Any]:
+    decision = model.policy.decide(float(scored["score"]))
+    return {
+        **scored,
+        "decision": decision.value,
+        # An approved applicant needs no adverse-action reasons.
+        "reason_codes": [] if decision is Decision.APPROVE else scored["reason_codes"],
+        "timestamps": {**scored["timestamps"], "decided_at": utc_now()},
+    }
+
+
+def decision_event(
+    signup: dict[str, Any],
+    decided: dict[str, Any] | None,
+    run_id: str | None,
+    failure: str | None,
+    accepted_at: str | None = None,
+) -> DecisionEvent:
+    """The event to publish: the decision, or `review` with the reason the pipeline failed."""
+    if decided is not None:
+        return DecisionEvent(
+            event_id=decided["event_id"],
+            user_id=decided["user_id"],
+            decision=decided["decision"],
+            score=decided["score"],
+            reason_codes=decided["reason_codes"],
+            model_version=decided["model_version"],
+            run_id=run_id,
+            timestamps=dict(decided["timestamps"]),
+        )
+    timestamps = {"occurred_at": signup["occurred_at"]}
+    if accepted_at:
+        timestamps["accepted_at"] = accepted_at
+    return DecisionEvent(
+        event_id=signup["event_id"],
+        user_id=signup["user_id"],
+        decision=Decision.REVIEW.value,
+        score=None,
+        reason_codes=[{"code": "pipeline_failed", "text": "Automated assessment unavailable", "contribution": None}],
+        model_version=None,
+        run_id=run_id,
+        timestamps=timestamps,
+        error=failure or "the pipeline did not produce a decision",
+    )
+
+
+def publish(client: redis.Redis, stream: str, event: DecisionEvent, marker_ttl_s: int) -> str:
+    published, entry_id = publish_decision(client, stream, event, marker_ttl_s)
+    if published:
+        logger.info("onboarding: published decision=%s event_id=%s entry=%s", event.decision, event.event_id, entry_id)
+    else:
+        logger.info("onboarding: decision for event_id=%s already published as %s", event.event_id, entry_id)
+    return entry_id

@@ -1,0 +1,268 @@
+"""One Airflow instance on this machine: its home, secrets, database and three components.
+
+The instance's tuned settings live in `deploy/<name>/airflow.cfg` (copied into its home);
+this module only adds what differs per machine (paths, ports, database URL, secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from stack.errors import StackError
+from stack.processes import ManagedProcess
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Where an instance lives and how it is reached."""
+
+    name: str
+    home: Path
+    config_file: Path
+    dags_folder: Path
+    api_port: int
+    scheduler_health_port: int
+    database_url: str | None = None  # None: SQLite in the instance's home
+    local_settings: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+class AirflowInstance:
+    def __init__(self, spec: InstanceSpec, base_env: dict[str, str]) -> None:
+        self.spec = spec
+        self.base_env = base_env
+
+    @property
+    def home(self) -> Path:
+        return self.spec.home
+
+    @property
+    def database_url(self) -> str:
+        return self.spec.database_url or f"sqlite:///{self.home / 'airflow.db'}"
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.home / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "admin_password": secrets.token_urlsafe(18),
+            "listener_password": secrets.token_urlsafe(24),
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+        path.chmod(0o600)
+        return values
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.home / "passwords.json"
+
+    @property
+    def listener_password_file(self) -> Path:
+        return self.home / "listener.password"
+
+    def admin_password(self) -> str:
+        return self._secrets()["admin_password"]
+
+    def prepare(self) -> None:
+        """Create the home, config, secrets and password files (idempotent)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.spec.config_file, self.home / "airflow.cfg")
+        if self.spec.local_settings is not None:
+            (self.home / "config").mkdir(exist_ok=True)
+            shutil.copyfile(self.spec.local_settings, self.home / "config" / "airflow_local_settings.py")
+        values = self._secrets()
+        for path, content in (
+            (
+                self.passwords_file,
+                json.dumps({"admin": values["admin_password"], "listener": values["listener_password"]}),
+            ),
+            (self.listener_password_file, values["listener_password"]),
+        ):
+            path.write_text(content)
+            path.chmod(0o600)
+
+    def env(self) -> dict[str, str]:
+        values = self._secrets()
+        return {
+            **self.base_env,
+            **self.spec.extra_env,
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW_CONFIG": str(self.home / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.spec.dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            "AIRFLOW__API__PORT": str(self.spec.api_port),
+            "AIRFLOW__API__BASE_URL": self.spec.api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.spec.api_url}/execution/",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.spec.scheduler_health_port),
+            "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def airflow(self, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run an `airflow` CLI command against this instance; raise with its output on failure."""
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise StackError(f"airflow {' '.join(args)} timed out after {timeout_s:.0f} s") from err
+        if result.returncode != 0:
+            raise StackError(
+                f"airflow {' '.join(args)} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+            )
+        return result
+
+    def migrate(self) -> None:
+        if self.database_url.startswith("postgresql"):
+            ensure_postgres_database(self.database_url)
+        self.airflow("db", "migrate")
+
+    def processes(self) -> list[ManagedProcess]:
+        env = self.env()
+        return [
+            ManagedProcess(
+                name=f"{self.spec.name}-{component}",
+                argv=[sys.executable, "-m", "airflow", component],
+                env=env,
+                run_dir=self.home / "run",
+                log_dir=self.home / "logs",
+            )
+            for component in COMPONENTS
+        ]
+
+    def start(self) -> None:
+        for process in self.processes():
+            process.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        # Scheduler first, so no new task starts while the API goes away.
+        for process in sorted(self.processes(), key=lambda p: not p.name.endswith("scheduler")):
+            process.stop(timeout_s)
+
+    def status(self) -> dict[str, bool]:
+        return {p.name: p.running() for p in self.processes()}
+
+    def token(self, username: str = "admin", password: str | None = None) -> str:
+        password = password if password is not None else self.admin_password()
+        response = httpx.post(f"{self.spec.api_url}/auth/token", json={"username": username, "password": password})
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def wait_ready(self, dag_ids: tuple[str, ...], timeout_s: float = 180.0) -> float:
+        """Wait until the API answers, the scheduler is healthy and the DAGs are registered.
+
+        Returns the seconds it took; raises StackError with the components' log tails.
+        """
+        started = time.monotonic()
+        deadline = started + timeout_s
+        pending = "the api-server"
+        while time.monotonic() < deadline:
+            for process in self.processes():
+                if not process.running():
+                    raise StackError(f"{process.name} exited:\n{process.tail(40)}")
+            try:
+                if pending == "the api-server":
+                    httpx.get(f"{self.spec.api_url}/api/v2/monitor/health", timeout=2).raise_for_status()
+                    pending = "the scheduler"
+                if pending == "the scheduler":
+                    url = f"http://127.0.0.1:{self.spec.scheduler_health_port}/health"
+                    httpx.get(url, timeout=2).raise_for_status()
+                    pending = "the DAGs"
+                if pending == "the DAGs":
+                    headers = {"Authorization": f"Bearer {self.token()}"}
+                    errors = httpx.get(f"{self.spec.api_url}/api/v2/importErrors", headers=headers, timeout=5)
+                    if errors.status_code == 200 and errors.json().get("import_errors"):
+                        first = errors.json()["import_errors"][0]
+                        raise StackError(
+                            f"DAG file {first.get('filename')} does not import:\n{first.get('stack_trace', '')[-2000:]}"
+                        )
+                    for dag_id in dag_ids:
+                        url = f"{self.spec.api_url}/api/v2/dags/{dag_id}"
+                        response = httpx.get(url, headers=headers, timeout=5)
+                        response.raise_for_status()
+                        if response.json().get("is_paused"):
+                            raise StackError(f"DAG {dag_id} is paused")
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                time.sleep(0.5)
+            except StackError as err:
+                if "does not import" in str(err):
+                    raise
+                time.sleep(0.5)
+        tails = "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.processes())
+        raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the database named in a PostgreSQL URL if it does not exist yet."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        conn = psycopg2.connect(
+            host=parsed.host or "127.0.0.1",
+            port=parsed.port or 5432,
+            user=parsed.username or "postgres",
+            password=parsed.password,
+            dbname="postgres",
+        )
+    except psycopg2.Error as err:
+        raise StackError(f"cannot reach PostgreSQL at {parsed.host}:{parsed.port or 5432}: {err}") from err
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database)))
+    finally:
+        conn.close()
+
+
+def drop_postgres_database(url: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conn = psycopg2.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 5432,
+        user=parsed.username or "postgres",
+        password=parsed.password,
+        dbname="postgres",
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
+    finally:
+        conn.close()
+
+
+def current_env() -> dict[str, str]:
+    return dict(os.environ)

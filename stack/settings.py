@@ -1,0 +1,55 @@
+"""Settings of the local stack (`onboarding-stack`), read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from onboarding.env import Env
+from onboarding.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_realtime"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """ONBOARDING_HOME (default var/ in the checkout) holds every instance's state and logs.
+
+    ONBOARDING_METADATA_DB: `sqlite` (default), `postgres` (a local server, database
+    onboarding_realtime) or a full SQLAlchemy URL.
+    """
+
+    home: Path = PROJECT_ROOT / "var"
+    metadata_db: str = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    realtime_api_port: int = 28080
+    realtime_scheduler_health_port: int = 28974
+    listener_metrics_port: int = 9108
+
+    @property
+    def database_url(self) -> str | None:
+        if self.metadata_db == "sqlite":
+            return None
+        if self.metadata_db == "postgres":
+            return POSTGRES_DEFAULT_URL
+        return self.metadata_db
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StackSettings:
+        env = Env(os.environ if environ is None else environ)
+        metadata_db = env.str("ONBOARDING_METADATA_DB", cls.metadata_db)
+        if metadata_db not in ("sqlite", "postgres") and "://" not in metadata_db:
+            raise ConfigError(f"ONBOARDING_METADATA_DB={metadata_db!r} must be sqlite, postgres or a SQLAlchemy URL")
+        return cls(
+            home=env.path("ONBOARDING_HOME", PROJECT_ROOT / "var"),
+            metadata_db=metadata_db,
+            redis_url=env.str("REDIS_URL", cls.redis_url),
+            realtime_api_port=env.int("REALTIME_API_PORT", cls.realtime_api_port, minimum=1),
+            realtime_scheduler_health_port=env.int(
+                "REALTIME_SCHEDULER_HEALTH_PORT", cls.realtime_scheduler_health_port, minimum=1
+            ),
+            listener_metrics_port=env.int("LISTENER_METRICS_PORT", cls.listener_metrics_port, minimum=1),
+        )
