@@ -213,7 +213,7 @@ def demo(stack: Stack) -> int:
         "Status / logs:  .venv/bin/onboarding-stack status | logs listener\n"
         f"Airflow UI:     {stack.realtime.spec.api_url}  (user admin, password in "
         f"{stack.realtime.home / 'passwords.json'})\n"
-        "Stop:           ./run down"
+        "Stop:           scripts/demo down"
     )
     return 0
 

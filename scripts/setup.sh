@@ -1,0 +1,95 @@
+# Shared set-up for scripts/demo and scripts/test: sourced, not run.
+# Installs what the project needs on a bare machine of this kind (Debian, Python 3.11):
+# a virtualenv with the pinned dependencies, and Redis / PostgreSQL if none answers.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say() { printf '==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  say "installing Debian packages: $*"
+  if [ -z "${_APT_UPDATED:-}" ]; then as_root apt-get update -qq; _APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+find_python() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  echo "Python 3.11 is required (python3.11 or python3 on PATH)" >&2
+  return 1
+}
+
+ensure_venv() {
+  local stamp="$VENV/.installed" want
+  want="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating the virtualenv in .venv"
+    "$(find_python)" -m venv "$VENV"
+  fi
+  say "installing pinned dependencies (requirements.lock)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/requirements.lock" -e "$ROOT[dev]"
+  echo "$want" > "$stamp"
+}
+
+redis_answers() {
+  "$VENV/bin/python" - "${REDIS_URL:-redis://127.0.0.1:6379/0}" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+PY
+}
+
+# Redis: use the one that answers, else make sure redis-server is installed (the stack or
+# the test session starts it).
+ensure_redis_installed() {
+  if redis_answers; then return 0; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+}
+
+start_redis_if_needed() {
+  if redis_answers; then return 0; fi
+  ensure_redis_installed
+  say "starting redis-server on 127.0.0.1:6379"
+  mkdir -p "$ROOT/var/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$ROOT/var/redis" --logfile "$ROOT/var/redis/redis.log"
+  for _ in $(seq 50); do redis_answers && return 0; sleep 0.1; done
+  echo "redis-server did not start; see var/redis/redis.log" >&2; return 1
+}
+
+postgres_answers() {
+  "$VENV/bin/python" - <<'PY' 2>/dev/null
+import psycopg2
+psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=2).close()
+PY
+}
+
+# PostgreSQL on 127.0.0.1:5432 for user postgres without a password (the tests' metadata DB).
+ensure_postgres() {
+  if postgres_answers; then return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null; then apt_install postgresql; fi
+  local version conf
+  version="$(ls /etc/postgresql | sort -V | tail -1)"
+  conf="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! as_root grep -q "onboarding-tests" "$conf"; then
+    say "allowing local test connections to PostgreSQL (trust on 127.0.0.1 only)"
+    as_root sh -c "printf '%s\n' '# onboarding-tests' 'host all postgres 127.0.0.1/32 trust' | cat - '$conf' > '$conf.new' && mv '$conf.new' '$conf'"
+  fi
+  say "starting PostgreSQL $version"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for _ in $(seq 50); do postgres_answers && return 0; sleep 0.2; done
+  echo "PostgreSQL does not answer on 127.0.0.1:5432 as user postgres" >&2; return 1
+}

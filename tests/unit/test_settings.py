@@ -1,0 +1,63 @@
+"""Settings: documented defaults, and errors that name the variable and its bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener.settings import ListenerSettings
+from onboarding.errors import ConfigError
+from risk.settings import RiskSettings
+from stack.settings import StackSettings
+
+
+def test_defaults_without_environment() -> None:
+    settings = ListenerSettings.from_env({})
+    assert settings.streams.signups_stream == "signups"
+    assert settings.streams.decisions_stream == "decisions"
+    assert settings.streams.dead_letter_stream == "signups:dead"
+    assert settings.airflow.dag_id == "onboarding"
+    assert settings.max_payload_bytes == 64 * 1024
+
+
+def test_values_are_parsed_once_into_types() -> None:
+    settings = ListenerSettings.from_env(
+        {"LISTENER_BATCH_SIZE": "32", "AIRFLOW_TIMEOUT_S": "2.5", "SIGNUPS_STREAM": "s2", "AIRFLOW_PASSWORD": "pw"}
+    )
+    assert settings.batch_size == 32
+    assert settings.airflow.timeout_s == 2.5
+    assert settings.streams.signups_stream == "s2"
+    assert "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LISTENER_BATCH_SIZE": "abc"}, "LISTENER_BATCH_SIZE='abc' is not an integer"),
+        ({"LISTENER_BATCH_SIZE": "0"}, "LISTENER_BATCH_SIZE='0' must be at least 1"),
+        ({"AIRFLOW_TIMEOUT_S": "soon"}, "AIRFLOW_TIMEOUT_S='soon' is not a number"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' must be json or text"),
+        ({"AIRFLOW_PASSWORD_FILE": "/nonexistent/pw"}, "AIRFLOW_PASSWORD_FILE='/nonexistent/pw' cannot be read"),
+    ],
+)
+def test_bad_values_name_the_key_and_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        ListenerSettings.from_env(env)
+
+
+def test_password_file_is_read(tmp_path) -> None:
+    path = tmp_path / "pw"
+    path.write_text("s3cret\n")
+    assert ListenerSettings.from_env({"AIRFLOW_PASSWORD_FILE": str(path)}).airflow.password == "s3cret"
+
+
+def test_metadata_database_choice() -> None:
+    assert StackSettings.from_env({}).database_url is None
+    assert StackSettings.from_env({"ONBOARDING_METADATA_DB": "postgres"}).database_url.startswith("postgresql")
+    with pytest.raises(ConfigError, match="ONBOARDING_METADATA_DB='mysql'"):
+        StackSettings.from_env({"ONBOARDING_METADATA_DB": "mysql"})
+
+
+def test_risk_settings() -> None:
+    settings = RiskSettings.from_env({"RISK_MODEL_DIR": "/models", "RISK_REVIEW_COST": "0.5"})
+    assert str(settings.model_dir) == "/models"
+    assert settings.review_cost == 0.5
