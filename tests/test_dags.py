@@ -28,8 +28,14 @@ PARSE = textwrap.dedent(
     out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": {}}
     for dag_id, dag in bag.dags.items():
         out["dags"][dag_id] = {
-            "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
-                                  "retries": t.retries} for t in dag.tasks},
+            "tasks": {
+                t.task_id: {
+                    "upstream": sorted(t.upstream_task_ids),
+                    "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
+                    "retries": t.retries,
+                }
+                for t in dag.tasks
+            },
             "params": sorted(dag.params.keys()),
             "schedule": str(dag.schedule),
             "paused": dag.is_paused_upon_creation,

@@ -8,7 +8,7 @@ validated event as typed params and a run id derived from the event id. The step
 
 `publish` runs whatever happened upstream (trigger rule `all_done`): it publishes the
 decision, or `review` with the reason the pipeline failed, so the app is never left
-waiting. Publishing is idempotent per event id, so a retried task cannot decide twice.
+waiting (the run is then still marked failed for the operators). Publishing is idempotent per event id, so a retried task cannot decide twice.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from onboarding.schema import signup_schema
 
@@ -110,12 +111,16 @@ def onboarding() -> None:
             failure = _first_failure(ti)
         settings = _settings()
         event = steps.decision_event(params, decided, run_id, failure, params.get("accepted_at"))
-        return steps.publish(
+        entry_id = steps.publish(
             redis_client(settings.streams.redis_url),
             settings.streams.decisions_stream,
             event,
             settings.decision_marker_ttl_s,
         )
+        if failure is not None:
+            # The applicant has their answer; the run still shows red to the operators.
+            raise AirflowFailException(f"answered with review because {failure}")
+        return entry_id
 
     def _first_failure(ti: Any) -> str:
         for stage in STAGES:

@@ -1,0 +1,103 @@
+"""Signups on Redis -> the listener -> realtime Airflow runs -> decisions on Redis."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from onboarding.decision import DecisionEvent
+from onboarding.publisher import new_signup, publish_raw, publish_signup
+from risk.artifacts import CURRENT_FILE
+from tests.e2e.conftest import LATENCIES, RealtimeStack
+
+pytestmark = pytest.mark.e2e
+
+
+def collect_decisions(stack: RealtimeStack, want: int, timeout_s: float) -> list[DecisionEvent]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        entries = stack.redis.xrange(stack.streams.decisions_stream)
+        if len(entries) >= want or time.monotonic() > deadline:
+            return [DecisionEvent.from_dict(json.loads(fields[b"payload"])) for _id, fields in entries]
+        time.sleep(0.25)
+
+
+def test_ten_valid_and_two_invalid_signups(realtime_stack: RealtimeStack) -> None:
+    stack = realtime_stack
+    rng = random.Random(42)
+    valid = [new_signup(rng=rng) for _ in range(10)]
+    bad_json = "{this is not json"
+    missing_user = new_signup(rng=rng)
+    del missing_user["user_id"]
+    for event in valid[:5]:
+        publish_signup(stack.redis, stack.streams.signups_stream, event)
+    publish_raw(stack.redis, stack.streams.signups_stream, bad_json)
+    for event in valid[5:]:
+        publish_signup(stack.redis, stack.streams.signups_stream, event)
+    publish_raw(stack.redis, stack.streams.signups_stream, json.dumps(missing_user))
+
+    decisions = collect_decisions(stack, 10, timeout_s=180)
+    time.sleep(2)  # a duplicate would arrive right after the originals
+    decisions = collect_decisions(stack, 10, timeout_s=0)
+
+    assert len(decisions) == 10
+    by_event = {d.event_id: d for d in decisions}
+    assert set(by_event) == {e["event_id"] for e in valid}
+    for event in valid:
+        decision = by_event[event["event_id"]]
+        assert decision.user_id == event["user_id"]
+        assert decision.decision in ("approve", "review", "decline")
+        assert decision.error is None
+        assert decision.model_version
+        assert 0.0 <= decision.score <= 1.0
+        assert decision.run_id == f"signup__{event['event_id']}"
+        assert {"accepted_at", "run_started_at", "enriched_at", "scored_at", "decided_at", "published_at"} <= set(
+            decision.timestamps
+        )
+        if decision.decision != "approve":
+            assert decision.reason_codes, "an adverse decision must say why"
+
+    dead = stack.redis.xrange(stack.streams.dead_letter_stream)
+    reasons = {fields[b"reason"].decode(): fields for _id, fields in dead}
+    assert set(reasons) == {"not_json", "missing_field"}
+    assert reasons["not_json"][b"original.payload"].decode() == bad_json
+    assert b"user_id" in reasons["missing_field"][b"detail"]
+
+    runs = {r["dag_run_id"]: r["state"] for r in stack.dag_runs()}
+    assert runs == {f"signup__{e['event_id']}": "success" for e in valid}
+    assert stack.redis.xpending(stack.streams.signups_stream, "onboarding-listener")["pending"] == 0
+
+    LATENCIES[stack.db] = [d.latency_s("accepted_at", "published_at") for d in decisions]
+
+
+def test_failed_pipeline_still_answers_with_review(realtime_stack: RealtimeStack) -> None:
+    stack = realtime_stack
+    current = stack.model_dir / CURRENT_FILE
+    good_version = current.read_text()
+    current.write_text("does-not-exist\n")  # a broken promotion: scoring fails
+    try:
+        before = len(stack.redis.xrange(stack.streams.decisions_stream))
+        event = new_signup(rng=random.Random(99))
+        publish_signup(stack.redis, stack.streams.signups_stream, event)
+        decisions = collect_decisions(stack, before + 1, timeout_s=120)
+    finally:
+        current.write_text(good_version)
+    mine = [d for d in decisions if d.event_id == event["event_id"]]
+    assert len(mine) == 1
+    assert mine[0].decision == "review"
+    assert "score" in mine[0].error and "does-not-exist" in mine[0].error
+    assert mine[0].reason_codes[0]["code"] == "pipeline_failed"
+    # The run shows the failure to the operators, although the applicant got an answer.
+    assert wait_for_run_state(stack, f"signup__{event['event_id']}", timeout_s=60) == "failed"
+
+
+def wait_for_run_state(stack: RealtimeStack, run_id: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = {r["dag_run_id"]: r["state"] for r in stack.dag_runs()}.get(run_id, "missing")
+        if state in ("success", "failed") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
