@@ -8,7 +8,8 @@ validated event as typed params and a run id derived from the event id. The step
 
 `publish` runs whatever happened upstream (trigger rule `all_done`): it publishes the
 decision, or `review` with the reason the pipeline failed, so the app is never left
-waiting (the run is then still marked failed for the operators). Publishing is idempotent per event id, so a retried task cannot decide twice.
+waiting; the run is then still marked failed for the operators. Publishing is idempotent
+per event id, so a retried task cannot decide twice.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def _wait_healthy(listener: ManagedProcess, port: int, timeout_s: float = 30) ->
     raise AssertionError(f"listener not healthy:\n{listener.tail()}")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not LATENCIES:
         return
     terminalreporter.section("signup -> decision latency (listener accepted -> decision published)")
