@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -210,7 +211,7 @@ def demo(stack: Stack) -> int:
     print(
         "\nSend more:      .venv/bin/onboarding-publish --count 5 --wait 30\n"
         "Read decisions: .venv/bin/onboarding-decisions --follow\n"
-        "Status / logs:  .venv/bin/onboarding-stack status | logs listener\n"
+        "Status / logs:  scripts/demo status | scripts/demo logs listener\n"
         f"Airflow UI:     {stack.realtime.spec.api_url}  (user admin, password in "
         f"{stack.realtime.home / 'passwords.json'})\n"
         "Stop:           scripts/demo down"
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["demo", "up", "down", "status", "logs"])
     parser.add_argument("name", nargs="?", help="for logs: redis, listener, realtime-scheduler, ...")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         stack = Stack(StackSettings.from_env())
         if args.command == "demo":
