@@ -23,6 +23,7 @@ import redis
 
 from listener.airflow import AirflowClient
 from listener.consumer import Listener
+from listener.deadletters import get_dead_letter, list_dead_letters, replay
 from listener.metrics import ListenerMetrics, serve_http
 from listener.settings import ListenerSettings
 from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
@@ -194,3 +195,59 @@ def decisions_main(argv: list[str] | None = None) -> int:
                 print(json.dumps(_summary(event)), flush=True)
         time.sleep(0.5)
     return 0
+
+
+def deadletters_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onboarding-deadletters",
+        description="List, inspect and replay dead-lettered signups (replayed ones are validated again).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    list_cmd = sub.add_parser("list", help="one line per dead letter, oldest first")
+    list_cmd.add_argument("--reason", help="only this reason (e.g. not_json, max_deliveries)")
+    list_cmd.add_argument("--count", type=int, help="only the newest N")
+    show = sub.add_parser("show", help="one dead letter with its original payload")
+    show.add_argument("id")
+    replay_cmd = sub.add_parser("replay", help="send dead letters back to the signups stream")
+    replay_cmd.add_argument("ids", nargs="*", help="dead-letter ids to replay")
+    replay_cmd.add_argument("--reason", help="replay every dead letter with this reason")
+    replay_cmd.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    args = parser.parse_args(argv)
+    streams = StreamSettings.from_env()
+    client = redis.Redis.from_url(streams.redis_url)
+    dead = streams.dead_letter_stream
+    if args.command == "list":
+        letters = list_dead_letters(client, dead, args.reason, args.count)
+        for letter in letters:
+            print(json.dumps(letter.to_dict()))
+        print(f"{len(letters)} dead letter(s) in {dead}", file=sys.stderr)
+        return 0
+    if args.command == "show":
+        letter = get_dead_letter(client, dead, args.id)
+        if letter is None:
+            print(f"no dead letter {args.id} in {dead}", file=sys.stderr)
+            return 1
+        print(json.dumps(letter.to_dict(with_payload=True), indent=2))
+        return 0
+    if not args.ids and not args.reason:
+        parser.error("replay needs dead-letter ids or --reason")
+    chosen = list_dead_letters(client, dead, args.reason) if args.reason else []
+    missing = []
+    for entry_id in args.ids:
+        letter = get_dead_letter(client, dead, entry_id)
+        if letter is None:
+            missing.append(entry_id)
+        else:
+            chosen.append(letter)
+    if missing:
+        print(f"no such dead letter(s): {', '.join(missing)}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        for letter in chosen:
+            print(json.dumps({"would_replay": letter.to_dict()}))
+        return 0
+    new_ids = replay(client, dead, streams.signups_stream, chosen)
+    for letter, new_id in zip(chosen, new_ids, strict=False):
+        print(json.dumps({"replayed": letter.entry_id, "event_id": letter.event_id, "as": new_id}))
+    print(f"replayed {len(new_ids)} of {len(chosen)} dead letter(s) to {streams.signups_stream}", file=sys.stderr)
+    return 0 if len(new_ids) == len(chosen) else 1

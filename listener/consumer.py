@@ -1,40 +1,64 @@
-"""The consumer loop: signups stream -> validation -> one Airflow run per event.
+"""The consumer loop: signups stream -> validation -> exactly one Airflow run per event.
 
-An entry is acknowledged only when its fate is settled: Airflow accepted the run (or
-already had it), or the entry is on the dead-letter stream. Dead-lettering and the
-acknowledgement happen in one MULTI transaction, so an entry is never both lost and acked.
-While Airflow is unavailable the entry stays pending and is retried with exponential
-backoff and jitter; on restart the consumer first re-reads its own pending entries.
+Guarantees (docs/delivery.md has the reasoning):
+- At least once: an entry is acknowledged only when its fate is settled: Airflow accepted
+  the run (created, or a 409 confirmed by reading the run back), or the entry is on the
+  dead-letter stream. Dead-lettering and the acknowledgement are one MULTI transaction.
+- Exactly-once effect: the run id is derived from the event id, so a redelivery finds the
+  existing run instead of creating a second one; an event id reused with other content is
+  dead-lettered (`event_id_reused`), never decided on the wrong data.
+- Crash recovery: entries a dead consumer left pending are claimed after `claim_idle_ms`
+  (XAUTOCLAIM); one delivered more than `max_deliveries` times is dead-lettered as
+  `max_deliveries` instead of crashing consumers forever. A live consumer keeps its own
+  unsettled entries fresh while it waits for Airflow, so nobody claims them from it.
+- Bounded work in flight: at most `batch_size` entries per process are read and unsettled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis
 
-from listener.airflow import TriggerOutcome, run_id_for
+from listener.airflow import DagRun, TriggerOutcome, run_id_for
 from listener.errors import AirflowRejected, AirflowUnavailable
 from listener.metrics import ListenerMetrics
+from listener.retention import trim_stream
 from listener.settings import ListenerSettings
 from onboarding.decision import utc_now
 from onboarding.errors import InvalidEvent
-from onboarding.schema import parse_signup
+from onboarding.schema import SignupEvent, parse_signup
 
 logger = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[Any, Any]]
 
 
 class Trigger(Protocol):
     def trigger(self, run_id: str, conf: dict[str, Any]) -> TriggerOutcome: ...
 
+    def get_run(self, run_id: str) -> DagRun | None: ...
+
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def fingerprint(event: dict[str, Any]) -> str:
+    """A stable hash of an event's content (without what the listener adds)."""
+    content = {k: v for k, v in event.items() if k != "accepted_at"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class _Settled(Exception):
+    """Internal: the entry was dead-lettered while being handled."""
 
 
 class Listener:
@@ -53,6 +77,9 @@ class Listener:
         self.metrics = metrics or ListenerMetrics()
         self._stopping = threading.Event()
         self._rng = random.Random()
+        self._held: list[str] = []  # read by this consumer, not yet settled
+        self._last_claim = float("-inf")
+        self._last_trim = time.monotonic()
         self.last_loop_at = time.monotonic()
 
     @property
@@ -76,6 +103,8 @@ class Listener:
             if "BUSYGROUP" not in str(err):
                 raise
 
+    # -- the loop ---------------------------------------------------------------------
+
     def run(self, burst: bool = False, max_messages: int | None = None) -> int:
         """Process entries until stopped (or, in burst mode, until none are waiting).
 
@@ -86,26 +115,30 @@ class Listener:
         own_pending = True  # first re-read what this consumer left unacknowledged
         while not self.stopping:
             self._tick()
-            count = self.settings.batch_size
+            budget = self.settings.batch_size
             if max_messages is not None:
-                count = min(count, max_messages - settled)
-                if count <= 0:
+                budget = min(budget, max_messages - settled)
+                if budget <= 0:
                     break
-            entries = self._read("0" if own_pending else ">", count, block=not (burst or own_pending))
-            if own_pending and not entries:
-                own_pending = False
+            if time.monotonic() - self._last_claim >= self.settings.claim_interval_s:
+                self._last_claim = time.monotonic()
+                claimed = self._claim(budget)
+                if claimed:
+                    settled += self._process(claimed, count_deliveries=True)
+                    continue
+            if own_pending:
+                entries = self._read("0", budget, block=False)
+                if len(entries) < budget:
+                    own_pending = False
+                settled += self._process(entries, count_deliveries=True)
                 continue
+            entries = self._read(">", budget, block=not burst)
             if not entries:
+                self._maybe_trim()
                 if burst:
                     break
                 continue
-            for entry_id, fields in entries:
-                if self.stopping:
-                    break
-                if self._handle(_text(entry_id), fields):
-                    settled += 1
-            if own_pending and len(entries) < count:
-                own_pending = False
+            settled += self._process(entries, count_deliveries=False)
         return settled
 
     def _tick(self) -> None:
@@ -115,7 +148,7 @@ class Listener:
     def seconds_since_loop(self) -> float:
         return time.monotonic() - self.last_loop_at
 
-    def _read(self, start: str, count: int, block: bool) -> list[tuple[Any, dict[Any, Any]]]:
+    def _read(self, start: str, count: int, block: bool) -> list[Entry]:
         reply = self.redis.xreadgroup(
             self.settings.group,
             self.settings.consumer,
@@ -126,53 +159,128 @@ class Listener:
         if not reply:
             return []
         entries = reply[0][1]
-        # Entries already trimmed from the stream come back as (id, None) from the PEL.
-        return [(eid, fields) for eid, fields in entries if fields is not None]
+        gone = [_text(eid) for eid, fields in entries if fields is None]
+        if gone:
+            self._lost(gone)
+        return [(_text(eid), fields) for eid, fields in entries if fields is not None]
 
-    def _handle(self, entry_id: str, fields: dict[Any, Any]) -> bool:
+    def _claim(self, count: int) -> list[Entry]:
+        """Take over entries another consumer left pending for longer than claim_idle_ms."""
+        reply = self.redis.xautoclaim(
+            self.stream,
+            self.settings.group,
+            self.settings.consumer,
+            min_idle_time=self.settings.claim_idle_ms,
+            start_id="0-0",
+            count=count,
+        )
+        claimed = [(_text(eid), fields) for eid, fields in reply[1] if fields is not None]
+        if len(reply) > 2 and reply[2]:
+            self._lost([_text(eid) for eid in reply[2]])
+        if claimed:
+            self.metrics.reclaimed.inc(len(claimed))
+            logger.warning("listener: claimed %d entries left pending by another consumer", len(claimed))
+        return claimed
+
+    def _lost(self, ids: Sequence[str]) -> None:
+        # Only possible if something trimmed the stream below a pending entry.
+        self.metrics.events.labels("lost_trimmed").inc(len(ids))
+        logger.error("listener: pending entries were trimmed before they were settled: %s", list(ids))
+        self.redis.xack(self.stream, self.settings.group, *ids)
+
+    def _process(self, entries: list[Entry], count_deliveries: bool) -> int:
+        deliveries = self._deliveries([eid for eid, _ in entries]) if count_deliveries else {}
+        self._held = [eid for eid, _ in entries]
+        settled = 0
+        try:
+            for entry_id, fields in entries:
+                if self.stopping:
+                    break
+                if self._handle(entry_id, fields, deliveries.get(entry_id, 1)):
+                    settled += 1
+                self._held.remove(entry_id)
+        finally:
+            self._held = []
+        return settled
+
+    def _deliveries(self, ids: list[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.stream, self.settings.group, min=entry_id, max=entry_id, count=1)
+            replies = pipe.execute()
+        return {
+            entry_id: int(reply[0]["times_delivered"]) for entry_id, reply in zip(ids, replies, strict=True) if reply
+        }
+
+    def _keep_alive(self) -> None:
+        """Reset the idle time of the entries we hold (JUSTID: no delivery is counted)."""
+        if self._held:
+            self.redis.xclaim(
+                self.stream,
+                self.settings.group,
+                self.settings.consumer,
+                min_idle_time=0,
+                message_ids=self._held,
+                justid=True,
+            )
+
+    def _maybe_trim(self) -> None:
+        if time.monotonic() - self._last_trim < self.settings.trim_interval_s:
+            return
+        self._last_trim = time.monotonic()
+        try:
+            removed = trim_stream(self.redis, self.stream, self.settings.retention_s)
+            removed += trim_stream(
+                self.redis, self.settings.streams.decisions_stream, self.settings.decisions_retention_s
+            )
+        except redis.RedisError as err:
+            logger.warning("listener: trimming failed: %s", err)
+            return
+        if removed:
+            logger.info("listener: trimmed %d stream entries past retention", removed)
+
+    # -- one entry ----------------------------------------------------------------------
+
+    def _handle(self, entry_id: str, fields: dict[Any, Any], deliveries: int) -> bool:
         """Settle one entry. Returns False if it was left pending (shutdown during retry)."""
         self.metrics.in_flight.inc()
         started = time.monotonic()
         try:
+            if deliveries > self.settings.max_deliveries:
+                self._dead_letter(
+                    entry_id,
+                    fields,
+                    "max_deliveries",
+                    f"delivered {deliveries} times without being settled (limit "
+                    f"{self.settings.max_deliveries}); inspect it, then replay it with onboarding-deadletters",
+                )
+                return True
             payload = fields.get(b"payload", fields.get("payload"))
             if payload is None:
                 self._dead_letter(entry_id, fields, "missing_payload", "the stream entry has no 'payload' field")
                 return True
             try:
                 event = parse_signup(payload, self.settings.max_payload_bytes)
+                self._check_fingerprint(event, entry_id)
             except InvalidEvent as err:
                 self._dead_letter(entry_id, fields, err.reason, err.detail)
                 return True
             conf = {**event.to_dict(), "accepted_at": utc_now()}
-            run_id = run_id_for(event.event_id)
-            delay = self.settings.retry_initial_s
-            while True:
-                try:
-                    outcome = self.airflow.trigger(run_id, conf)
-                except AirflowRejected as err:
-                    self.metrics.airflow_errors.labels(err.kind).inc()
-                    self._dead_letter(entry_id, fields, "rejected_by_airflow", err.detail)
-                    return True
-                except AirflowUnavailable as err:
-                    self.metrics.airflow_errors.labels(err.kind).inc()
-                    if self.stopping:
-                        logger.warning("listener: leaving %s pending at shutdown: %s", entry_id, err)
-                        return False
-                    wait = self._rng.uniform(0, delay)  # full jitter
-                    logger.warning("listener: airflow unavailable (%s); retrying %s in %.2f s", err, entry_id, wait)
-                    self._stopping.wait(wait)
-                    self._tick()
-                    delay = min(delay * 2, self.settings.retry_max_s)
-                    continue
-                break
+            try:
+                outcome = self._trigger(event, conf, entry_id, fields)
+            except _Settled:
+                return True
+            if outcome is None:
+                return False
             self.redis.xack(self.stream, self.settings.group, entry_id)
             self.metrics.trigger_seconds.observe(time.monotonic() - started)
-            outcome_label = "triggered" if outcome is TriggerOutcome.CREATED else "duplicate"
-            self.metrics.events.labels(outcome_label).inc()
+            self.metrics.events.labels("triggered" if outcome is TriggerOutcome.CREATED else "duplicate").inc()
             logger.info(
                 "listener: %s run %s for event_id=%s user_id=%s entry=%s",
                 outcome.value,
-                run_id,
+                run_id_for(event.event_id),
                 event.event_id,
                 event.user_id,
                 entry_id,
@@ -180,6 +288,65 @@ class Listener:
             return True
         finally:
             self.metrics.in_flight.dec()
+
+    def _check_fingerprint(self, event: SignupEvent, entry_id: str) -> None:
+        key = f"{self.stream}:fingerprint:{event.event_id}"
+        mine = fingerprint(event.to_dict())
+        first = self.redis.set(key, f"{mine} {entry_id}", nx=True, ex=self.settings.fingerprint_ttl_s, get=True)
+        if first is None:
+            return
+        seen, _, seen_entry = _text(first).partition(" ")
+        if seen != mine:
+            raise InvalidEvent(
+                "event_id_reused",
+                f"event_id {event.event_id!r} was first seen with different content (stream entry {seen_entry}); "
+                "a new signup needs a new event_id",
+            )
+
+    def _trigger(
+        self, event: SignupEvent, conf: dict[str, Any], entry_id: str, fields: dict[Any, Any]
+    ) -> TriggerOutcome | None:
+        """Trigger until Airflow settles it. None: shutting down, entry left pending."""
+        run_id = run_id_for(event.event_id)
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                outcome = self.airflow.trigger(run_id, conf)
+                if outcome is TriggerOutcome.ALREADY_EXISTS and not self._confirm_existing(
+                    run_id, conf, entry_id, fields
+                ):
+                    continue  # the run vanished between the 409 and the read: trigger again
+                return outcome
+            except AirflowRejected as err:
+                self.metrics.airflow_errors.labels(err.kind).inc()
+                self._dead_letter(entry_id, fields, "rejected_by_airflow", err.detail)
+                raise _Settled from err
+            except AirflowUnavailable as err:
+                self.metrics.airflow_errors.labels(err.kind).inc()
+                if self.stopping:
+                    logger.warning("listener: leaving %s pending at shutdown: %s", entry_id, err)
+                    return None
+                wait = self._rng.uniform(0, delay)  # full jitter
+                logger.warning("listener: airflow unavailable (%s); retrying %s in %.2f s", err, entry_id, wait)
+                self._keep_alive()
+                self._stopping.wait(wait)
+                self._tick()
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _confirm_existing(self, run_id: str, conf: dict[str, Any], entry_id: str, fields: dict[Any, Any]) -> bool:
+        """A 409: read the run back and check it is this event's run, not another's."""
+        run = self.airflow.get_run(run_id)
+        if run is None:
+            return False
+        if fingerprint(run.conf) != fingerprint(conf):
+            self._dead_letter(
+                entry_id,
+                fields,
+                "event_id_reused",
+                f"run {run_id} already exists for different content; a new signup needs a new event_id",
+            )
+            raise _Settled
+        return True
 
     def _dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str, detail: str) -> None:
         record = {

@@ -40,6 +40,11 @@ class ListenerMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=self.registry,
         )
+        self.reclaimed = Counter(
+            "onboarding_listener_reclaimed_total",
+            "Entries claimed from consumers that left them pending (crashed or stuck).",
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "onboarding_listener_in_flight",
             "Signup entries read but not yet acknowledged by this process.",

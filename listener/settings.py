@@ -62,6 +62,13 @@ class ListenerSettings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108
     log_format: str = "json"
+    claim_idle_ms: int = 30_000
+    claim_interval_s: float = 5.0
+    max_deliveries: int = 5
+    fingerprint_ttl_s: int = 30 * 24 * 3600
+    retention_s: float = 24 * 3600.0
+    decisions_retention_s: float = 7 * 24 * 3600.0
+    trim_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ListenerSettings:
@@ -84,4 +91,11 @@ class ListenerSettings:
             metrics_host=env.str("LISTENER_METRICS_HOST", cls.metrics_host),
             metrics_port=env.int("LISTENER_METRICS_PORT", cls.metrics_port, minimum=0),
             log_format=log_format,
+            claim_idle_ms=env.int("LISTENER_CLAIM_IDLE_MS", cls.claim_idle_ms, minimum=1),
+            claim_interval_s=env.float("LISTENER_CLAIM_INTERVAL_S", cls.claim_interval_s, minimum=0),
+            max_deliveries=env.int("LISTENER_MAX_DELIVERIES", cls.max_deliveries, minimum=1),
+            fingerprint_ttl_s=env.int("LISTENER_FINGERPRINT_TTL_S", cls.fingerprint_ttl_s, minimum=60),
+            retention_s=env.float("SIGNUPS_RETENTION_S", cls.retention_s, minimum=0),
+            decisions_retention_s=env.float("DECISIONS_RETENTION_S", cls.decisions_retention_s, minimum=0),
+            trim_interval_s=env.float("LISTENER_TRIM_INTERVAL_S", cls.trim_interval_s, minimum=0),
         )

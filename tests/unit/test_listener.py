@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from listener.airflow import TriggerOutcome
+from listener.airflow import DagRun, TriggerOutcome
 from listener.consumer import Listener
 from listener.errors import AirflowRejected, AirflowUnavailable
 from listener.metrics import ListenerMetrics
@@ -43,6 +43,10 @@ class FakeAirflow:
             return TriggerOutcome.ALREADY_EXISTS
         self.runs[run_id] = conf
         return TriggerOutcome.CREATED
+
+    def get_run(self, run_id: str) -> DagRun | None:
+        conf = self.runs.get(run_id)
+        return None if conf is None else DagRun(run_id=run_id, state="queued", conf=conf)
 
 
 def pending_count(client: redis.Redis) -> int:

@@ -1,0 +1,101 @@
+"""Dead-letter tooling: list, inspect and replay rejected signups.
+
+A dead letter holds `reason`, `detail`, `original_id`, `dead_at`, the consumer, and the
+original entry's fields as `original.<field>`. Replaying appends those original fields to
+the signups stream as a new entry (so it is validated again) and removes the dead letter,
+in one atomic script: a replayed event is never in both places, nor in neither.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+ORIGINAL_PREFIX = "original."
+
+# Delete the dead letter and re-append its original fields atomically; a letter someone
+# else already replayed (XDEL returns 0) is not appended a second time.
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    entry_id: str
+    reason: str
+    detail: str
+    original_id: str
+    dead_at: str
+    original: dict[str, bytes]
+
+    @property
+    def event_id(self) -> str | None:
+        try:
+            data = json.loads(self.original.get("payload", b""))
+        except ValueError:
+            return None
+        value = data.get("event_id") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    def to_dict(self, with_payload: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.entry_id,
+            "reason": self.reason,
+            "detail": self.detail,
+            "event_id": self.event_id,
+            "original_id": self.original_id,
+            "dead_at": self.dead_at,
+        }
+        if with_payload:
+            out["original"] = {k: v.decode("utf-8", errors="replace") for k, v in self.original.items()}
+        return out
+
+
+def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
+    text = {k.decode(): v for k, v in fields.items()}
+
+    def get(name: str) -> str:
+        return text.get(name, b"").decode("utf-8", errors="replace")
+
+    return DeadLetter(
+        entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        reason=get("reason"),
+        detail=get("detail"),
+        original_id=get("original_id"),
+        dead_at=get("dead_at"),
+        original={k.removeprefix(ORIGINAL_PREFIX): v for k, v in text.items() if k.startswith(ORIGINAL_PREFIX)},
+    )
+
+
+def list_dead_letters(
+    client: redis.Redis, stream: str, reason: str | None = None, count: int | None = None
+) -> list[DeadLetter]:
+    letters = [_decode(eid, fields) for eid, fields in client.xrange(stream)]
+    if reason:
+        letters = [d for d in letters if d.reason == reason]
+    return letters[-count:] if count else letters
+
+
+def get_dead_letter(client: redis.Redis, stream: str, entry_id: str) -> DeadLetter | None:
+    entries = client.xrange(stream, min=entry_id, max=entry_id)
+    return _decode(*entries[0]) if entries else None
+
+
+def replay(client: redis.Redis, dead_stream: str, signups_stream: str, letters: list[DeadLetter]) -> list[str]:
+    """Send each dead letter's original fields back to the signups stream. Returns new ids."""
+    new_ids: list[str] = []
+    for letter in letters:
+        if not letter.original:
+            continue
+        flat = [part for field, value in letter.original.items() for part in (field, value)]
+        new_id = client.eval(_REPLAY, 2, dead_stream, signups_stream, letter.entry_id, *flat)
+        if new_id:
+            new_ids.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
+    return new_ids
