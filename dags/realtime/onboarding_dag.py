@@ -50,6 +50,28 @@ def _model() -> Any:
     return model_store(_settings().model_dir).current()
 
 
+def _answer_failed_run(context: Any) -> None:
+    """Backstop when the run fails without `publish` having answered (e.g. Redis was down for
+    all of publish's retries, or the run was failed by hand): publish `review` now. Publishing
+    is idempotent, so this adds nothing when `publish` did answer."""
+    from risk import steps
+    from risk.redis_client import redis_client
+
+    dag_run = context.get("dag_run")
+    conf = dict(getattr(dag_run, "conf", None) or {})
+    if "event_id" not in conf or "user_id" not in conf:
+        return
+    settings = _settings()
+    reason = context.get("reason") or "the onboarding run failed"
+    event = steps.decision_event(conf, None, getattr(dag_run, "run_id", None), str(reason), conf.get("accepted_at"))
+    steps.publish(
+        redis_client(settings.streams.redis_url),
+        settings.streams.decisions_stream,
+        event,
+        settings.decision_marker_ttl_s,
+    )
+
+
 _STAGE_DEFAULTS: dict[str, Any] = {
     "retries": 2,
     "retry_delay": timedelta(seconds=1),
@@ -66,6 +88,7 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     is_paused_upon_creation=False,
     max_active_runs=256,
     tags=["realtime", "onboarding"],
+    on_failure_callback=_answer_failed_run,
     params={
         "schema_version": _param("schema_version"),
         "event_id": _param("event_id"),

@@ -1,14 +1,15 @@
-"""A real realtime Airflow (api-server, scheduler, dag-processor) and a real listener process,
-started by the test session, once on SQLite and once on PostgreSQL metadata."""
+"""A real realtime Airflow (api-server, scheduler, dag-processor) and real listener processes,
+started by the test session, on SQLite and on PostgreSQL metadata."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -23,28 +24,72 @@ from tests.conftest import free_port, require
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
 LATENCIES: dict[str, list[float]] = {}
+REPORT: list[str] = []
 
 
 @dataclass
 class RealtimeStack:
     db: str
     instance: AirflowInstance
-    listener: ManagedProcess
     streams: StreamSettings
     redis: redis.Redis
     model_dir: Path
+    home: Path
+    listeners: list[ManagedProcess] = field(default_factory=list)
+    incarnation: int = 0
+
+    @property
+    def stream_env(self) -> dict[str, str]:
+        return {
+            "REDIS_URL": self.streams.redis_url,
+            "SIGNUPS_STREAM": self.streams.signups_stream,
+            "DECISIONS_STREAM": self.streams.decisions_stream,
+            "DEAD_LETTER_STREAM": self.streams.dead_letter_stream,
+            "RISK_MODEL_DIR": str(self.model_dir),
+        }
+
+    def start_listener(self, **extra_env: str) -> tuple[ManagedProcess, int]:
+        """A new listener process with a new consumer name (like a new pod)."""
+        self.incarnation += 1
+        port = free_port()
+        process = ManagedProcess(
+            name=f"listener-{self.incarnation}",
+            argv=[sys.executable, "-m", "listener"],
+            env={
+                **os.environ,
+                **self.stream_env,
+                "AIRFLOW_API_URL": self.instance.spec.api_url,
+                "AIRFLOW_USERNAME": "listener",
+                "AIRFLOW_PASSWORD_FILE": str(self.instance.listener_password_file),
+                "LISTENER_METRICS_PORT": str(port),
+                "LISTENER_CONSUMER": f"e2e-{self.db}-{self.incarnation}",
+                **extra_env,
+            },
+            run_dir=self.home / "run",
+            log_dir=self.home / "logs",
+        )
+        process.start()
+        wait_healthy(process, port)
+        self.listeners.append(process)
+        return process, port
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.instance.token()}"}
 
     def dag_runs(self) -> list[dict]:
-        url = f"{self.instance.spec.api_url}/api/v2/dags/onboarding/dagRuns?limit=1000"
-        response = httpx.get(url, headers=self.admin_headers(), timeout=10)
-        response.raise_for_status()
-        return response.json()["dag_runs"]
+        runs: list[dict] = []
+        headers = self.admin_headers()
+        while True:
+            url = f"{self.instance.spec.api_url}/api/v2/dags/onboarding/dagRuns?limit=100&offset={len(runs)}"
+            response = httpx.get(url, headers=headers, timeout=30)
+            response.raise_for_status()
+            page = response.json()["dag_runs"]
+            runs.extend(page)
+            if len(page) < 100:
+                return runs
 
 
-def _postgres_available() -> bool:
+def postgres_available() -> bool:
     try:
         ensure_postgres_database("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
         return True
@@ -52,11 +97,11 @@ def _postgres_available() -> bool:
         return False
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def realtime_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path
+@contextlib.contextmanager
+def running_realtime(
+    db: str, home: Path, model_dir: Path, session: pytest.Session, name: str
 ) -> Iterator[RealtimeStack]:
-    db = request.param
+    """Start a realtime instance with its own streams; stop it and clean up afterwards."""
     client = redis.Redis.from_url(E2E_REDIS_URL)
     try:
         client.ping()
@@ -64,25 +109,19 @@ def realtime_stack(
         require(False, f"Redis at {E2E_REDIS_URL}")
     database_url = None
     if db == "postgres":
-        require(_postgres_available(), "PostgreSQL on 127.0.0.1:5432")
-        database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_e2e_{os.getpid()}"
+        require(postgres_available(), "PostgreSQL on 127.0.0.1:5432")
+        database_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_{name}_{os.getpid()}"
         drop_postgres_database(database_url)
-    client.flushdb()
-    home = tmp_path_factory.mktemp(f"realtime-{db}")
     streams = StreamSettings(
         redis_url=E2E_REDIS_URL,
-        signups_stream=f"e2e-{db}:signups",
-        decisions_stream=f"e2e-{db}:decisions",
-        dead_letter_stream=f"e2e-{db}:signups:dead",
+        signups_stream=f"{name}-{db}:signups",
+        decisions_stream=f"{name}-{db}:decisions",
+        dead_letter_stream=f"{name}-{db}:signups:dead",
     )
-    stream_env = {
-        "REDIS_URL": streams.redis_url,
-        "SIGNUPS_STREAM": streams.signups_stream,
-        "DECISIONS_STREAM": streams.decisions_stream,
-        "DEAD_LETTER_STREAM": streams.dead_letter_stream,
-        "RISK_MODEL_DIR": str(trained_model_dir),
-    }
-    instance = AirflowInstance(
+    for key in client.scan_iter(f"{name}-{db}:*"):
+        client.delete(key)
+    stack = RealtimeStack(db, None, streams, client, model_dir, home)  # type: ignore[arg-type]
+    stack.instance = AirflowInstance(
         InstanceSpec(
             name="realtime",
             home=home,
@@ -93,44 +132,41 @@ def realtime_stack(
             database_url=database_url,
             local_settings=PROJECT_ROOT / "deploy" / "realtime" / "airflow_local_settings.py",
         ),
-        {**os.environ, **stream_env},
+        {**os.environ, **stack.stream_env},
     )
-    metrics_port = free_port()
-    listener = ManagedProcess(
-        name="listener",
-        argv=[sys.executable, "-m", "listener"],
-        env={
-            **os.environ,
-            **stream_env,
-            "AIRFLOW_API_URL": instance.spec.api_url,
-            "AIRFLOW_USERNAME": "listener",
-            "AIRFLOW_PASSWORD_FILE": str(instance.listener_password_file),
-            "LISTENER_METRICS_PORT": str(metrics_port),
-            "LISTENER_CONSUMER": f"e2e-{db}",
-        },
-        run_dir=home / "run",
-        log_dir=home / "logs",
-    )
-    instance.prepare()
+    failed_before = session.testsfailed
+    stack.instance.prepare()
     try:
-        instance.migrate()
-        instance.start()
-        instance.wait_ready(("onboarding",), timeout_s=300)
-        listener.start()
-        _wait_healthy(listener, metrics_port)
-        yield RealtimeStack(db, instance, listener, streams, client, trained_model_dir)
+        stack.instance.migrate()
+        stack.instance.start()
+        stack.instance.wait_ready(("onboarding",), timeout_s=300)
+        yield stack
     finally:
-        listener.stop(timeout_s=20)
-        instance.stop(timeout_s=20)
-        if request.node.session.testsfailed:
-            for process in [listener, *instance.processes()]:
-                sys.stderr.write(f"\n--- {process.name} ({db}) ---\n{process.tail(60)}\n")
+        for process in stack.listeners:
+            process.stop(timeout_s=20)
+        stack.instance.stop(timeout_s=20)
+        if session.testsfailed > failed_before:
+            for process in [*stack.listeners, *stack.instance.processes()]:
+                sys.stderr.write(f"\n--- {process.name} ({name}, {db}) ---\n{process.tail(60)}\n")
         if database_url:
             drop_postgres_database(database_url)
-        client.flushdb()
+        for key in client.scan_iter(f"{name}-{db}:*"):
+            client.delete(key)
 
 
-def _wait_healthy(listener: ManagedProcess, port: int, timeout_s: float = 30) -> None:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def realtime_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path
+) -> Iterator[RealtimeStack]:
+    """One realtime instance and one listener, per metadata database."""
+    db = request.param
+    home = tmp_path_factory.mktemp(f"realtime-{db}")
+    with running_realtime(db, home, trained_model_dir, request.session, "e2e") as stack:
+        stack.start_listener()
+        yield stack
+
+
+def wait_healthy(listener: ManagedProcess, port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert listener.running(), listener.tail()
@@ -144,10 +180,13 @@ def _wait_healthy(listener: ManagedProcess, port: int, timeout_s: float = 30) ->
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not LATENCIES:
-        return
-    terminalreporter.section("signup -> decision latency (listener accepted -> decision published)")
-    for db, values in LATENCIES.items():
-        terminalreporter.write_line(
-            f"{db:9} n={len(values)}  median {statistics.median(values):.2f} s  max {max(values):.2f} s"
-        )
+    if LATENCIES:
+        terminalreporter.section("signup -> decision latency (listener accepted -> decision published)")
+        for db, values in LATENCIES.items():
+            terminalreporter.write_line(
+                f"{db:9} n={len(values)}  median {statistics.median(values):.2f} s  max {max(values):.2f} s"
+            )
+    if REPORT:
+        terminalreporter.section("delivery guarantees under failure")
+        for line in REPORT:
+            terminalreporter.write_line(line)
