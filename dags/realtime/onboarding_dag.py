@@ -73,6 +73,11 @@ def _answer_failed_run(context: Any) -> None:
 
 
 _STAGE_DEFAULTS: dict[str, Any] = {
+    # Later stages outrank earlier ones, so under a burst the scheduler finishes the runs
+    # it has started before it starts new ones. Airflow's default ("downstream") does the
+    # opposite: every run's enrich first, then every score, and nobody gets an answer
+    # until the whole burst is through.
+    "weight_rule": "upstream",
     "retries": 2,
     "retry_delay": timedelta(seconds=1),
     "execution_timeout": timedelta(seconds=30),
@@ -123,7 +128,7 @@ def onboarding() -> None:
 
         return steps.decide(scored, _model())
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=5, retry_delay=timedelta(seconds=1))
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=5, retry_delay=timedelta(seconds=1), weight_rule="upstream")
     def publish(params: dict[str, Any] | None = None, ti: Any = None, run_id: str | None = None) -> str:
         from risk import steps
         from risk.redis_client import redis_client

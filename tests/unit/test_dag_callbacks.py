@@ -49,7 +49,8 @@ def test_failed_run_without_answer_gets_review(dag_module, redis_client: redis.R
 def test_backstop_adds_nothing_when_publish_already_answered(dag_module, redis_client: redis.Redis) -> None:
     event = new_signup(rng=random.Random(2))
     publish_decision(
-        redis_client, "decisions",
+        redis_client,
+        "decisions",
         DecisionEvent(event["event_id"], event["user_id"], "approve", 0.05, [], "v1", "r"),
     )
     dag_module._answer_failed_run(context_for(event))
