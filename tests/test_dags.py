@@ -33,6 +33,7 @@ PARSE = textwrap.dedent(
                     "upstream": sorted(t.upstream_task_ids),
                     "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                     "retries": t.retries,
+                    "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule)),
                 }
                 for t in dag.tasks
             },
@@ -72,5 +73,7 @@ def test_onboarding_dag_shape() -> None:
     # publish answers the applicant even when an upstream stage failed
     assert tasks["publish"]["trigger_rule"] == "all_done"
     assert {"event_id", "user_id", "occurred_at", "application", "schema_version"} <= set(dag["params"])
+    # started runs finish before new ones start: later stages get the higher priority
+    assert {t["weight_rule"] for t in tasks.values()} == {"upstream"}
     assert dag["schedule"] == "None"
     assert dag["paused"] is False
