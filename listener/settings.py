@@ -57,7 +57,7 @@ class ListenerSettings:
     block_ms: int = 1000
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
+    retry_max_s: float = 5.0
     shutdown_timeout_s: float = 30.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9108

@@ -91,7 +91,10 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     is_paused_upon_creation=False,
-    max_active_runs=256,
+    # Runs beyond this wait queued, first come first served. Letting every run of a burst
+    # start at once interleaves all of them, so nobody is answered until the burst is
+    # through; a bounded set of active runs keeps the executor busy and answers in order.
+    max_active_runs=16,
     tags=["realtime", "onboarding"],
     on_failure_callback=_answer_failed_run,
     params={
