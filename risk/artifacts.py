@@ -39,6 +39,9 @@ CURRENT_FILE = "CURRENT"
 # The only non-builtin types a model file may contain. skops refuses anything else, so a
 # tampered file cannot smuggle in a callable.
 TRUSTED_TYPES = [
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.feature_extraction._dict_vectorizer.DictVectorizer",
     "sklearn.linear_model._logistic.LogisticRegression",
     "sklearn.pipeline.Pipeline",
@@ -63,12 +66,17 @@ def save_model(
     pipeline: Pipeline,
     policy: Policy,
     data_sha256: str,
-    metrics: dict[str, float],
+    metrics: dict[str, Any],
     make_current: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Write a new version and (by default) make it current. Returns the version."""
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{data_sha256[:8]}"
+    suffix = 1
+    while (model_dir / version).exists():
+        suffix += 1
+        version = f"{created:%Y%m%dT%H%M%SZ}-{data_sha256[:8]}-{suffix}"
     target = model_dir / version
     target.mkdir(parents=True, exist_ok=False)
     sio.dump(pipeline, target / MODEL_FILE)
@@ -84,6 +92,7 @@ def save_model(
         "features": feature_schema(),
         "metrics": metrics,
         "policy": policy.to_dict(),
+        **(extra or {}),
     }
     (target / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     if make_current:

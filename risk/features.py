@@ -8,6 +8,7 @@ are protected attributes that a lender must not decide on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,14 +225,30 @@ LABEL_COLUMN = "creditability"
 BAD_LABEL = "bad"
 
 
-def application_to_model_row(application: dict[str, Any]) -> dict[str, str | float]:
-    """Map a validated application (event codes) to the model's input row (data set labels)."""
+# Derived features: the model sees these next to the raw ones. Credit amount and duration
+# are strongly skewed, and what an applicant must pay per month matters more than either.
+DERIVED_FEATURES = ("log_credit_amount", "log_duration_months", "log_monthly_amount")
+
+
+def raw_model_row(application: dict[str, Any]) -> dict[str, str | float]:
+    """Map a validated application (event codes) to data set labels and floats."""
     row: dict[str, str | float] = {}
     for feature in FEATURES:
         value = application[feature.name]
         if isinstance(value, bool):
             value = "true" if value else "false"
         row[feature.name] = feature.to_model_value(value)
+    return row
+
+
+def application_to_model_row(application: dict[str, Any]) -> dict[str, str | float]:
+    """The model's input row: the raw features plus the derived ones."""
+    row = raw_model_row(application)
+    amount = max(1.0, float(row["credit_amount"]))
+    months = max(1.0, float(row["duration_months"]))
+    row["log_credit_amount"] = math.log(amount)
+    row["log_duration_months"] = math.log(months)
+    row["log_monthly_amount"] = math.log(amount / months)
     return row
 
 

@@ -15,22 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from risk.features import (
     BAD_LABEL,
+    DERIVED_FEATURES,
     FEATURES,
     FEATURES_BY_NAME,
     LABEL_COLUMN,
     application_to_model_row,
     csv_row_to_application,
 )
-from risk.policy import CostMatrix, Decision, Policy, expected_cost
 
 DEFAULT_DATA_PATH = Path(__file__).parent / "data" / "german_credit.csv"
 
@@ -63,45 +62,43 @@ def load_training_data(path: Path = DEFAULT_DATA_PATH) -> TrainingData:
     )
 
 
-def build_pipeline(c: float = 0.3) -> Pipeline:
-    return Pipeline(
-        [
-            ("vectorize", DictVectorizer(sparse=False)),
-            ("scale", StandardScaler()),
-            ("classify", LogisticRegression(C=c, max_iter=2000)),
-        ]
-    )
+MODEL_KIND = "logistic"
 
 
-def fit(data: TrainingData, c: float = 0.3) -> Pipeline:
-    pipeline = build_pipeline(c)
-    pipeline.fit([application_to_model_row(a) for a in data.applications], np.array(data.bad))
-    return pipeline
+def build_model(seed: int = 0) -> Any:
+    """The service's model: calibrated logistic regression, C tuned by inner CV."""
+    from risk.evaluation import CANDIDATES
+
+    factory = CANDIDATES[MODEL_KIND].make
+    assert factory is not None
+    return factory(seed)
 
 
-def evaluate(data: TrainingData, costs: CostMatrix, policy: Policy, seed: int = 0) -> dict[str, float]:
-    """10-fold stratified cross-validated AUC and expected cost per applicant."""
-    rows = [application_to_model_row(a) for a in data.applications]
-    y = np.array(data.bad)
-    folds = StratifiedKFold(n_splits=10, shuffle=True, random_state=seed)
-    p_bad = cross_val_predict(build_pipeline(), rows, y, cv=folds, method="predict_proba")[:, 1]
-    decisions = [policy.decide(float(p)) for p in p_bad]
-    bayes = Policy.from_costs(CostMatrix(review_cost=costs.good_declined_cost))
-    return {
-        "cv_auc": float(roc_auc_score(y, p_bad)),
-        "cv_cost_per_applicant": expected_cost(decisions, list(data.bad), costs),
-        "cv_cost_bayes_rule": expected_cost([bayes.decide(float(p)) for p in p_bad], list(data.bad), costs),
-        "cv_review_rate": sum(d is Decision.REVIEW for d in decisions) / len(decisions),
-    }
+def fit(data: TrainingData, seed: int = 0) -> Any:
+    model = build_model(seed)
+    model.fit([application_to_model_row(a) for a in data.applications], np.array(data.bad))
+    return model
 
 
-def probability_bad(pipeline: Pipeline, application: dict[str, Any]) -> float:
+def linear_part(model: Any) -> Pipeline:
+    """The fitted linear pipeline inside the (calibrated) model, for explanations."""
+    if isinstance(model, CalibratedClassifierCV):
+        return model.calibrated_classifiers_[0].estimator
+    return model
+
+
+def probability_bad(model: Any, application: dict[str, Any]) -> float:
     row = application_to_model_row(application)
-    return float(pipeline.predict_proba([row])[0, 1])
+    return float(model.predict_proba([row])[0, 1])
 
 
-def reason_codes(pipeline: Pipeline, application: dict[str, Any], top: int = 4) -> list[ReasonCode]:
-    """The features that pushed this applicant's score furthest toward decline, largest first."""
+def reason_codes(model: Any, application: dict[str, Any], top: int = 4) -> list[ReasonCode]:
+    """The features that pushed this applicant's score furthest toward decline, largest first.
+
+    Exact for the linear model: each feature's push is coef * z summed over its columns;
+    the calibration is monotonic, so it keeps the order.
+    """
+    pipeline = linear_part(model)
     vectorizer: DictVectorizer = pipeline.named_steps["vectorize"]
     scaler: StandardScaler = pipeline.named_steps["scale"]
     classifier: LogisticRegression = pipeline.named_steps["classify"]
@@ -110,6 +107,7 @@ def reason_codes(pipeline: Pipeline, application: dict[str, Any], top: int = 4) 
     per_feature: dict[str, float] = {}
     for column, push in zip(vectorizer.get_feature_names_out(), pushes, strict=True):
         name = str(column).split("=", 1)[0]
+        name = REASON_GROUP.get(name, name)
         per_feature[name] = per_feature.get(name, 0.0) + float(push)
     ranked = sorted(
         ((name, push) for name, push in per_feature.items() if push > 0),
@@ -117,13 +115,24 @@ def reason_codes(pipeline: Pipeline, application: dict[str, Any], top: int = 4) 
         reverse=True,
     )
     return [
-        ReasonCode(code=name, text=_reason_text(name, application[name]), contribution=push)
-        for name, push in ranked[:top]
+        ReasonCode(code=name, text=_reason_text(name, application), contribution=push) for name, push in ranked[:top]
     ]
 
 
-def _reason_text(name: str, value: Any) -> str:
+# Derived features are explained as the applicant's own figures.
+REASON_GROUP = {
+    "log_credit_amount": "credit_amount",
+    "log_duration_months": "duration_months",
+    "log_monthly_amount": "monthly_amount",
+}
+
+
+def _reason_text(name: str, application: dict[str, Any]) -> str:
+    if name == "monthly_amount":
+        monthly = float(application["credit_amount"]) / max(1, int(application["duration_months"]))
+        return f"Monthly repayment for the credit requested: {monthly:.0f}"
     feature = FEATURES_BY_NAME[name]
+    value = application[name]
     if feature.name == "has_telephone":
         return feature.reason
     shown = str(value).replace("_", " ") if feature.categorical else f"{value:g}"
@@ -135,4 +144,4 @@ def feature_schema() -> list[dict[str, Any]]:
     return [
         {"name": f.name, "kind": "categorical" if f.categorical else "numeric", "codes": sorted(f.codes)}
         for f in FEATURES
-    ]
+    ] + [{"name": name, "kind": "derived", "codes": []} for name in DERIVED_FEATURES]

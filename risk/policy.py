@@ -48,14 +48,35 @@ class Policy:
             )
 
     @classmethod
-    def from_costs(cls, costs: CostMatrix) -> Policy:
+    def from_costs(
+        cls, costs: CostMatrix, review_capacity: float | None = None, scores: list[float] | None = None
+    ) -> Policy:
+        """The cost-optimal thresholds; with a review capacity (a share of applicants) and the
+        score distribution it applies to, the band shrinks to the applicants a review saves
+        most on, so that at most that share is sent to review."""
         bayes = costs.good_declined_cost / (costs.good_declined_cost + costs.bad_approved_cost)
         approve_max = costs.review_cost / costs.bad_approved_cost
         decline_min = 1.0 - costs.review_cost / costs.good_declined_cost
         if approve_max >= decline_min:
             # Review is never cheaper than the better of approve and decline.
             return cls(approve_max=bayes, decline_min=bayes)
-        return cls(approve_max=approve_max, decline_min=decline_min)
+        if review_capacity is None or not scores:
+            return cls(approve_max=approve_max, decline_min=decline_min)
+        # What a review saves on an applicant with score p: the cheaper automatic decision
+        # minus the review cost. Keep the band to the top `review_capacity` savers.
+        savings = sorted(
+            (min(costs.bad_approved_cost * p, costs.good_declined_cost * (1 - p)) - costs.review_cost for p in scores),
+            reverse=True,
+        )
+        allowed = int(review_capacity * len(savings))
+        if allowed >= len(savings) or savings[allowed] <= 0:
+            return cls(approve_max=approve_max, decline_min=decline_min)
+        floor = costs.review_cost + (savings[allowed] if allowed > 0 else savings[0] + 1e-9)
+        narrowed_approve = floor / costs.bad_approved_cost
+        narrowed_decline = 1.0 - floor / costs.good_declined_cost
+        if narrowed_approve >= narrowed_decline:
+            return cls(approve_max=bayes, decline_min=bayes)
+        return cls(approve_max=narrowed_approve, decline_min=narrowed_decline)
 
     def decide(self, p_bad: float) -> Decision:
         if p_bad <= self.approve_max:

@@ -16,11 +16,14 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "var" / "models"
 @dataclass(frozen=True)
 class RiskSettings:
     """RISK_MODEL_DIR (default: var/models in the project checkout), RISK_REVIEW_COST,
-    DECISION_MARKER_TTL_S, and the stream settings."""
+    RISK_REVIEW_CAPACITY, RISK_GATE_*, DECISION_MARKER_TTL_S, and the stream settings."""
 
     streams: StreamSettings = field(default_factory=StreamSettings)
     model_dir: Path = DEFAULT_MODEL_DIR
     review_cost: float = 0.7
+    review_capacity: float = 0.15
+    gate_max_cost_increase: float = 0.0
+    gate_max_auc_drop: float = 0.005
     decision_marker_ttl_s: int = 30 * 24 * 3600
 
     @classmethod
@@ -31,5 +34,8 @@ class RiskSettings:
             streams=StreamSettings.from_env(source),
             model_dir=env.path("RISK_MODEL_DIR", DEFAULT_MODEL_DIR),
             review_cost=env.float("RISK_REVIEW_COST", cls.review_cost, minimum=0.0),
+            review_capacity=env.float("RISK_REVIEW_CAPACITY", cls.review_capacity, minimum=0.0),
+            gate_max_cost_increase=env.float("RISK_GATE_MAX_COST_INCREASE", cls.gate_max_cost_increase, minimum=0.0),
+            gate_max_auc_drop=env.float("RISK_GATE_MAX_AUC_DROP", cls.gate_max_auc_drop, minimum=0.0),
             decision_marker_ttl_s=env.int("DECISION_MARKER_TTL_S", cls.decision_marker_ttl_s, minimum=60),
         )

@@ -121,9 +121,9 @@ class Stack:
         except RiskError:
             pass
         step("training the baseline risk model")
-        from risk.cli import main as train
+        from risk.cli import train_main
 
-        if train([]) != 0:
+        if train_main(["--repeats", "1"]) != 0:
             raise StackError("training the risk model failed")
 
     def up(self) -> None:

@@ -151,6 +151,7 @@ def test_crash_between_acceptance_and_ack_makes_no_second_run(stack: RealtimeSta
     stack.redis.delete(stack.streams.signups_stream, stack.streams.decisions_stream)
 
 
+@pytest.mark.timeout(3600)
 def test_kill_9_listeners_while_signups_flow(stack: RealtimeStack) -> None:
     rng = random.Random(2026)
     runs_before = {r["dag_run_id"] for r in stack.dag_runs()}
@@ -252,6 +253,7 @@ def _fmt(values: list[float], fn: Any) -> str:
     return f"{fn(values):.1f} s" if values else "n/a"
 
 
+@pytest.mark.timeout(1800)
 def test_api_server_down_for_30_s_mid_stream(stack: RealtimeStack) -> None:
     for listener in list(stack.listeners):
         kill_hard(listener)
