@@ -1,0 +1,593 @@
+"""Copy, verify, delete: moving one instance's old metadata into the archive store.
+
+For each batch of root rows (finished DAG runs, then asset events, jobs, log rows):
+
+1. *plan*: the batch's root keys go to the journal before anything is written;
+2. *copy*: read the batch's rows (root and its whole foreign-key tree), write one Parquet
+   file per table, read each back and compare row count and checksum; the journal entry
+   becomes `copied` with the checksums;
+3. *delete*: in one short transaction holding the rows (PostgreSQL `FOR UPDATE`, SQLite
+   `BEGIN IMMEDIATE`), read them again and compare with the journal; only if equal,
+   delete exactly those primary keys, children before parents, checking every row count;
+   commit; the journal entry becomes `deleted`.
+
+A run first finishes the batches the journal shows unfinished, with the same keys and file
+names, so a run killed at any point loses nothing and archives nothing twice: before the
+delete commits the rows are still in the database and the files are rewritten in place;
+after it, the rows are only in the verified files (docs/archive.md walks every crash point).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from archiver.errors import ArchiveError, ConcurrentChange, DatabaseError
+from archiver.settings import ArchiveSettings, InstanceDatabase
+from archiver.store import ArchiveStore, BatchRecord, canonical_json, checksum
+from archiver.tables import KEEP_LAST_EXCLUDED_RUN_TYPES, ROOTS, Node, Root, tree
+
+logger = logging.getLogger(__name__)
+
+COPY_ATTEMPTS = 3
+IN_CHUNK = 500  # keys per IN (...) list: far below SQLite's variable limit, cheap to plan
+# A DAG run brings about 20 rows (task instances, history, XComs, logs...); batches of
+# other roots (log, job, asset events) hold this many times batch_size rows, for a similar size.
+ROWS_PER_RUN = 20
+DELETE_CHUNK = 2000
+
+
+def _pg_array_value(value: Any) -> Any:
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def column_kind(column: sa.Column) -> str:
+    type_ = column.type
+    if isinstance(type_, sa.Boolean):
+        return "bool"
+    if isinstance(type_, sa.Integer):
+        return "int"
+    if isinstance(type_, sa.Float | sa.Numeric):
+        return "float"
+    if isinstance(type_, sa.DateTime):
+        return "timestamp"
+    if isinstance(type_, sa.JSON):
+        return "json"
+    if isinstance(type_, sa.LargeBinary):
+        return "binary"
+    return "string"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _timestamp(v: datetime) -> int:
+    """Microseconds since the epoch, UTC (Parquet's timestamp[us, UTC] holds exactly that)."""
+    # Airflow stores UTC; SQLite and `timestamp without time zone` columns return it naive.
+    return ((v.replace(tzinfo=UTC) if v.tzinfo is None else v) - _EPOCH) // _MICROSECOND
+
+
+def _string(v: Any) -> str:
+    if type(v) is str:
+        return v
+    return str(v.value) if isinstance(v, enum.Enum) else str(v)
+
+
+def _float(v: Any) -> float:
+    return v if type(v) is float else float(v)
+
+
+# None: the driver already returns the archive's type.
+_CONVERTERS: dict[str, Callable[[Any], Any] | None] = {
+    "int": None,
+    "float": _float,
+    "bool": None,
+    "timestamp": _timestamp,
+    "json": canonical_json,
+    "binary": bytes,
+    "string": _string,
+}
+
+
+@dataclass
+class TableShape:
+    """How one table is read, archived and deleted."""
+
+    table: sa.Table
+    kinds: list[tuple[str, str]]
+    pk_index: list[int]
+
+    @classmethod
+    def of(cls, table: sa.Table) -> TableShape:
+        names = [c.name for c in table.columns]
+        pk = [c.name for c in table.primary_key.columns] or names
+        return cls(table, [(c.name, column_kind(c)) for c in table.columns], [names.index(n) for n in pk])
+
+    def archive_rows(self, rows: Iterable[sa.Row]) -> list[tuple]:
+        """Rows as the archive keeps them, sorted by primary key."""
+        converters = [(i, conv) for i, (_, kind) in enumerate(self.kinds) if (conv := _CONVERTERS[kind]) is not None]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i, conv in converters:
+                if values[i] is not None:
+                    values[i] = conv(values[i])
+            out.append(tuple(values))
+        pk = self.pk_index
+        out.sort(key=(lambda r: r[pk[0]]) if len(pk) == 1 else (lambda r: tuple(r[i] for i in pk)))
+        return out
+
+
+@dataclass
+class RunReport:
+    """What one archive run of one instance did (also the body of its run manifest)."""
+
+    instance: str
+    cutoff: str
+    started_at: str
+    dry_run: bool = False
+    status: str = "running"
+    finished_at: str = ""
+    duration_s: float = 0.0
+    airflow_version: str = ""
+    alembic_revision: str = ""
+    tables: dict[str, int] = field(default_factory=dict)
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+    def add(self, table: str, rows: int) -> None:
+        self.tables[table] = self.tables.get(table, 0) + rows
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": round(self.duration_s, 3),
+            "cutoff": self.cutoff,
+            "airflow_version": self.airflow_version,
+            "alembic_revision": self.alembic_revision,
+            "rows": self.rows,
+            "tables": {
+                name: {
+                    "rows": rows,
+                    # One checksum per table and run, over the batch files' checksums in order.
+                    "sha256": hashlib.sha256(
+                        "".join(b["files"][name]["sha256"] for b in self.batches if name in b["files"]).encode()
+                    ).hexdigest(),
+                }
+                for name, rows in sorted(self.tables.items())
+            },
+            "batches": self.batches,
+            "error": self.error,
+        }
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for archiving: SQLite gets foreign keys on (as Airflow does) and explicit BEGINs."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=0)
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # The delete transaction takes the write lock at once, so nothing changes between
+        # re-reading the rows and deleting them; reads take no lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    return engine
+
+
+def _week(value: datetime) -> str:
+    iso = value.isocalendar()
+    return f"{iso.year}-W{iso.week:02d}"
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _chunks(values: list[Any], size: int = IN_CHUNK) -> Iterable[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class Archiver:
+    """Archives one instance's metadata into the store (see the module docstring)."""
+
+    def __init__(
+        self,
+        instance: InstanceDatabase,
+        store: ArchiveStore,
+        settings: ArchiveSettings,
+        engine: Engine | None = None,
+        on_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.instance = instance
+        self.store = store
+        self.settings = settings
+        self.engine = engine or make_engine(instance.url)
+        self.on_batch = on_batch  # e.g. renew the run lock
+        self.md = sa.MetaData()
+        self.shapes: dict[str, TableShape] = {}
+        self.trees: dict[str, tuple[Node, ...]] = {}
+        self._copied_batches = 0
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def _reflect(self) -> None:
+        if self.shapes:
+            return
+        try:
+            self.md.reflect(self.engine)
+        except sa.exc.SQLAlchemyError as err:
+            raise DatabaseError(self.instance.name, str(err)) from err
+        if "dag_run" not in self.md.tables:
+            raise DatabaseError(self.instance.name, "no dag_run table: is this an Airflow metadata database?")
+        for root in ROOTS:
+            if root.table in self.md.tables:
+                self.trees[root.table] = tree(self.md, root.table)
+                for node in self.trees[root.table]:
+                    self.shapes.setdefault(node.table, TableShape.of(self.md.tables[node.table]))
+
+    # --- selecting -------------------------------------------------------------------------
+
+    def _candidates(self, conn: Connection, root: Root, cutoff: datetime) -> list[tuple[Any, datetime]]:
+        """(key, age) of every eligible root row, oldest first."""
+        t = self.md.tables[root.table]
+        pk = t.primary_key.columns[0]
+        query = sa.select(pk, root.age(t).label("age")).where(root.eligible(t, self.md, cutoff))
+        rows = conn.execute(query.order_by(sa.text("age"), pk)).all()
+        keep: set[Any] = set()
+        if root.keep_last:
+            latest = (
+                sa.select(t.c.dag_id, sa.func.max(t.c.run_after).label("run_after"))
+                .where(t.c.run_type.notin_(KEEP_LAST_EXCLUDED_RUN_TYPES))
+                .group_by(t.c.dag_id)
+                .subquery()
+            )
+            keep = set(
+                conn.execute(
+                    sa.select(pk).join(
+                        latest, sa.and_(t.c.dag_id == latest.c.dag_id, t.c.run_after == latest.c.run_after)
+                    )
+                ).scalars()
+            )
+        return [(key, _utc(age)) for key, age in rows if key not in keep]
+
+    def _plan(self, root: Root, candidates: list[tuple[Any, datetime]], cutoff: datetime) -> Iterable[BatchRecord]:
+        """Batches of at most batch_size keys, each within one ISO week (its partition)."""
+        size = self.settings.batch_size * (1 if root.table == "dag_run" else ROWS_PER_RUN)
+        batch: list[Any] = []
+        week = ""
+        for key, age in candidates:
+            if batch and (len(batch) >= size or _week(age) != week):
+                yield self._record(root, week, batch, cutoff)
+                batch = []
+            if not batch:
+                week = _week(age)
+            batch.append(key)
+        if batch:
+            yield self._record(root, week, batch, cutoff)
+
+    def _record(self, root: Root, week: str, keys: list[Any], cutoff: datetime) -> BatchRecord:
+        digest = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:10]
+        batch_id = f"{root.table}-{week}-{keys[0]}-{digest}"
+        return BatchRecord(batch_id, root.table, week, list(keys), cutoff.isoformat())
+
+    # --- reading a batch -------------------------------------------------------------------
+
+    def _select(self, conn: Connection, table: sa.Table, where: sa.ColumnElement, lock: bool) -> list[sa.Row]:
+        query = sa.select(*table.columns).where(where)
+        if lock and self.is_postgres:
+            query = query.with_for_update()
+        return list(conn.execute(query))
+
+    def _collect(
+        self, conn: Connection, root: Root, keys: list[Any], cutoff: datetime, lock: bool, eligible_only: bool = True
+    ) -> dict[str, list[sa.Row]]:
+        """The batch's rows in every table of the root's tree (root rows still eligible only)."""
+        nodes = self.trees[root.table]
+        root_table = self.md.tables[root.table]
+        pk = root_table.primary_key.columns[0]
+        rows: dict[str, list[sa.Row]] = {root.table: []}
+        for chunk in _chunks(keys):
+            where = pk.in_(chunk)
+            if eligible_only:
+                where = sa.and_(where, root.eligible(root_table, self.md, cutoff))
+            rows[root.table].extend(self._select(conn, root_table, where, lock))
+        for node in nodes[1:]:
+            parent_rows = rows[node.parent]
+            parent_index = [self.md.tables[node.parent].columns.keys().index(c) for c in node.parent_columns]
+            wanted = {tuple(r[i] for i in parent_index) for r in parent_rows}
+            wanted = {w for w in wanted if None not in w}
+            table = self.md.tables[node.table]
+            index = [table.columns.keys().index(c) for c in node.columns]
+            found: list[sa.Row] = []
+            if wanted:
+                # One IN list per column selects a superset; the exact tuples are kept below.
+                per_column = [list({w[i] for w in wanted}) for i in range(len(node.columns))]
+                longest = max(range(len(per_column)), key=lambda i: len(per_column[i]))
+                for chunk in _chunks(per_column[longest]):
+                    where = sa.and_(
+                        *(
+                            table.c[col].in_(chunk if i == longest else per_column[i])
+                            for i, col in enumerate(node.columns)
+                        )
+                    )
+                    found.extend(
+                        r for r in self._select(conn, table, where, lock) if tuple(r[i] for i in index) in wanted
+                    )
+            rows[node.table] = found
+        return rows
+
+    def _fingerprints(self, rows: dict[str, list[sa.Row]]) -> dict[str, tuple[list[tuple], str]]:
+        out = {}
+        for name, table_rows in rows.items():
+            if table_rows:
+                archived = self.shapes[name].archive_rows(table_rows)
+                out[name] = (archived, checksum(archived))
+        return out
+
+    # --- one batch -------------------------------------------------------------------------
+
+    def _process(self, root: Root, record: BatchRecord, cutoff: datetime, report: RunReport) -> None:
+        for attempt in range(1, COPY_ATTEMPTS + 1):
+            try:
+                if not self._move(root, record, cutoff):
+                    return
+            except ConcurrentChange as err:
+                logger.warning("archive: %s (attempt %d of %d); copying it again", err, attempt, COPY_ATTEMPTS)
+                continue
+            record.state = "deleted"
+            self.store.save_batch(self.instance.name, record)
+            for name, entry in record.files.items():
+                report.add(name, entry.rows)
+            report.batches.append(
+                {
+                    "batch_id": record.batch_id,
+                    "week": record.week,
+                    "files": {n: vars(f) for n, f in record.files.items()},
+                }
+            )
+            return
+        raise ArchiveError(f"{self.instance.name}: batch {record.batch_id} kept changing; left in the database")
+
+    def _move(self, root: Root, record: BatchRecord, cutoff: datetime) -> bool:
+        """Copy, verify and delete one batch in one transaction; False if nothing was left to move.
+
+        The transaction holds the batch's rows from the first read to the commit (PostgreSQL
+        row locks; SQLite's write lock), so what is deleted is exactly what was verified.
+        """
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            rows = self._collect(conn, root, record.keys, cutoff, lock=True)
+            if not rows[root.table]:
+                self._settle_empty(conn, root, record)
+                return False
+            root_pk = self.md.tables[root.table].primary_key.columns.keys()
+            key_index = self.md.tables[root.table].columns.keys().index(root_pk[0])
+            record.keys = [r[key_index] for r in rows[root.table]]
+            prints = self._fingerprints(rows)
+            current = {n: f.sha256 for n, f in record.files.items()}
+            if record.state == "copied" and current == {n: sha for n, (_, sha) in prints.items()}:
+                # Copied and verified by a run that died before its delete committed.
+                self.store.verify_batch(self.instance.name, record)
+            else:
+                record.files = {
+                    name: self.store.write_table(
+                        self.instance.name, name, record.week, record.batch_id, self.shapes[name].kinds, archived
+                    )
+                    for name, (archived, _sha) in prints.items()
+                }
+                self.store.remove_batch_files(self.instance.name, record, keep=record.files)
+                record.state = "copied"
+                self.store.save_batch(self.instance.name, record)
+            self._kill_hook()
+            for node in reversed(self.trees[root.table]):
+                if rows[node.table]:
+                    self._delete_keys(conn, record, node.table, rows[node.table])
+        return True
+
+    def _settle_empty(self, conn: Connection, root: Root, record: BatchRecord) -> None:
+        """None of the batch's root rows is eligible any more: find out why, and record it."""
+        pk = self.md.tables[root.table].primary_key.columns[0]
+        present = any(
+            conn.execute(sa.select(sa.func.count()).select_from(pk.table).where(pk.in_(chunk))).scalar()
+            for chunk in _chunks(record.keys)
+        )
+        if present or record.state == "planned":
+            # Back in play (e.g. a run was cleared) or never copied: nothing of this batch may
+            # stay in the archive; the rows are archived once they are old and finished again.
+            self.store.remove_batch_files(self.instance.name, record)
+            record.files = {}
+            record.state = "dropped"
+        else:
+            # This batch's own delete committed just before a crash: the files hold the rows.
+            self.store.verify_batch(self.instance.name, record)
+            record.state = "deleted"
+        self.store.save_batch(self.instance.name, record)
+
+    def _delete_keys(self, conn: Connection, record: BatchRecord, name: str, rows: list[sa.Row]) -> None:
+        table = self.md.tables[name]
+        pk = list(table.primary_key.columns) or list(table.columns)
+        names = table.columns.keys()
+        index = [names.index(c.name) for c in pk]
+        keys = [tuple(r[i] for i in index) for r in rows]
+        deleted = 0
+        for chunk in _chunks(keys, DELETE_CHUNK):
+            if len(pk) == 1:
+                where = pk[0].in_([k[0] for k in chunk])
+            elif self.is_postgres:
+                # A long row-value IN list is slow to plan on PostgreSQL; unnest(arrays) is not.
+                arrays = [
+                    sa.cast(
+                        sa.bindparam(f"k{i}", [_pg_array_value(k[i]) for k in chunk], type_=sa.ARRAY(col.type)),
+                        sa.ARRAY(col.type),
+                    )
+                    for i, col in enumerate(pk)
+                ]
+                where = sa.tuple_(*pk).in_(
+                    sa.select(sa.func.unnest(*arrays).table_valued(*(c.name for c in pk)).render_derived())
+                )
+            else:
+                where = sa.tuple_(*pk).in_(chunk)
+            deleted += conn.execute(sa.delete(table).where(where)).rowcount
+        if deleted != len(keys):
+            raise ConcurrentChange(record.batch_id, name)
+
+    def _kill_hook(self) -> None:
+        self._copied_batches += 1
+        if self.settings.kill_after_copied_batches == self._copied_batches:
+            logger.warning("archive: test seam: killing this process after copying batch %d", self._copied_batches)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # --- a whole run -----------------------------------------------------------------------
+
+    def run(self, now: datetime | None = None, dry_run: bool = False) -> RunReport:
+        """Archive everything older than the cut-off; the report is also written as the run manifest."""
+        started = time.monotonic()
+        cutoff = self.settings.cutoff(now)
+        report = RunReport(
+            self.instance.name,
+            cutoff.isoformat(),
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            dry_run=dry_run,
+            airflow_version=version("apache-airflow"),
+        )
+        try:
+            self._reflect()
+            report.alembic_revision = self._alembic_revision()
+            if dry_run:
+                self._dry_run(cutoff, report)
+            else:
+                self._archive(cutoff, report, started)
+            report.status = "ok"
+        except (ArchiveError, sa.exc.SQLAlchemyError, OSError) as err:
+            report.status = "failed"
+            report.error = str(err)
+            if isinstance(err, sa.exc.SQLAlchemyError):
+                raise DatabaseError(self.instance.name, str(err)) from err
+            raise
+        finally:
+            report.duration_s = time.monotonic() - started
+            report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            if not dry_run:
+                self.store.write_run_manifest(self.instance.name, report.manifest())
+        return report
+
+    def _alembic_revision(self) -> str:
+        if "alembic_version" not in self.md.tables:
+            return ""
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() or "")
+
+    def _archive(self, cutoff: datetime, report: RunReport, started: float) -> None:
+        roots = {root.table: root for root in ROOTS if root.table in self.trees}
+        for record in self.store.unfinished_batches(self.instance.name):
+            logger.info(
+                "archive: %s: finishing batch %s left %s by an earlier run",
+                self.instance.name,
+                record.batch_id,
+                record.state,
+            )
+            self._process(roots[record.root], record, _utc(record.cutoff), report)
+            self._progress(report, started)
+        for root in roots.values():
+            with self.engine.connect() as conn:
+                candidates = self._candidates(conn, root, cutoff)
+            if candidates:
+                logger.info(
+                    "archive: %s: %d %s rows older than %s",
+                    self.instance.name,
+                    len(candidates),
+                    root.table,
+                    cutoff.isoformat(timespec="seconds"),
+                )
+            for record in self._plan(root, candidates, cutoff):
+                self.store.save_batch(self.instance.name, record)
+                self._process(root, record, cutoff, report)
+                self._progress(report, started)
+
+    def _progress(self, report: RunReport, started: float) -> None:
+        elapsed = time.monotonic() - started
+        logger.info(
+            "archive: %s: %d batches, %d rows archived, %.0f rows/s",
+            self.instance.name,
+            len(report.batches),
+            report.rows,
+            report.rows / elapsed if elapsed else 0.0,
+        )
+        if self.on_batch is not None:
+            self.on_batch()
+
+    def _dry_run(self, cutoff: datetime, report: RunReport) -> None:
+        """Count what a run would move, per table, without writing or deleting anything."""
+        planned_runs: set[Any] = set()
+        run_tables = {node.table for node in self.trees["dag_run"]}
+        with self.engine.connect() as conn:
+            for root in ROOTS:
+                if root.table not in self.trees:
+                    continue
+                if root.table == "asset_event":
+                    candidates = self._asset_events_freed(conn, cutoff, planned_runs)
+                else:
+                    candidates = self._candidates(conn, root, cutoff)
+                if root.table == "dag_run":
+                    planned_runs = {key for key, _ in candidates}
+                for record in self._plan(root, candidates, cutoff):
+                    rows = self._collect(conn, root, record.keys, cutoff, lock=False, eligible_only=False)
+                    for name, table_rows in rows.items():
+                        # Links to runs (dagrun_asset_event) go with the runs, counted above.
+                        already = root.table != "dag_run" and name in run_tables and name != root.table
+                        if table_rows and not already:
+                            report.add(name, len(table_rows))
+
+    def _asset_events_freed(self, conn: Connection, cutoff: datetime, runs: set[Any]) -> list[tuple[Any, datetime]]:
+        """Old asset events that only runs about to be archived consumed (a real run frees them first)."""
+        event = self.md.tables["asset_event"]
+        link = self.md.tables["dagrun_asset_event"]
+        query = (
+            sa.select(event.c.id, event.c.timestamp, link.c.dag_run_id)
+            .outerjoin(link, link.c.event_id == event.c.id)
+            .where(event.c.timestamp < cutoff)
+            .order_by(event.c.timestamp, event.c.id)
+        )
+        blocked: set[Any] = set()
+        ages: dict[Any, datetime] = {}
+        for key, age, run in conn.execute(query):
+            ages[key] = _utc(age)
+            if run is not None and run not in runs:
+                blocked.add(key)
+        return [(key, age) for key, age in ages.items() if key not in blocked]

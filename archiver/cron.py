@@ -1,0 +1,26 @@
+"""rq cron configuration: the weekly metadata archive on the maintenance queue.
+
+    rq cron archiver.cron --url "$REDIS_URL"          # the scheduler (one replica)
+    rq worker maintenance --url "$REDIS_URL"          # the worker that runs the job
+
+Sunday 03:00 UTC: the quietest hour for signups. The job holds a Redis lock, so a run
+still going when the next one is due makes the second fail fast instead of overlapping.
+"""
+
+from __future__ import annotations
+
+from rq import cron
+
+from archiver.jobs import run_archive_job
+from archiver.settings import ArchiveSettings
+
+WEEKLY = "0 3 * * 0"
+JOB_TIMEOUT_S = 4 * 3600
+
+cron.register(
+    run_archive_job,
+    ArchiveSettings.from_env().queue,
+    cron=WEEKLY,
+    job_timeout=JOB_TIMEOUT_S,
+    name="onboarding-metadata-archive",
+)

@@ -1,0 +1,85 @@
+"""Settings of the metadata archiver, read once from the environment (see docs/archive.md)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from onboarding.env import Env
+from onboarding.errors import ConfigError
+from stack.settings import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class InstanceDatabase:
+    """One Airflow instance whose metadata is archived: its name (a folder in the store) and URL."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    archive_dir: Path = PROJECT_ROOT / "var" / "archive"
+    cutoff_days: float = 7.0
+    batch_size: int = 500  # DAG runs (or log/job rows) per copy-verify-delete transaction
+    instances: tuple[InstanceDatabase, ...] = field(default_factory=tuple)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue: str = "maintenance"
+    lock_name: str = "onboarding:archive:lock"
+    lock_ttl_s: int = 900  # renewed after every batch; a crashed run frees the lock this long after
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9110
+    max_age_days: float = 8.0  # health turns red when the last success is older than this
+    log_format: str = "json"
+    # Test seam only (docs/archive.md): SIGKILL this process after the Nth batch was copied
+    # and verified, before its rows are deleted.
+    kill_after_copied_batches: int | None = None
+
+    def cutoff(self, now: datetime | None = None) -> datetime:
+        return (now or datetime.now(UTC)) - timedelta(days=self.cutoff_days)
+
+    def instance(self, name: str) -> InstanceDatabase:
+        for instance in self.instances:
+            if instance.name == name:
+                return instance
+        known = ", ".join(i.name for i in self.instances) or "none"
+        raise ConfigError(f"no metadata database configured for instance {name!r} (configured: {known})")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ArchiveSettings:
+        environ = os.environ if environ is None else environ
+        env = Env(environ)
+        home = env.path("ONBOARDING_HOME", PROJECT_ROOT / "var")
+        instances = [
+            InstanceDatabase("realtime", env.str("ARCHIVE_REALTIME_DB_URL", f"sqlite:///{home}/realtime/airflow.db"))
+        ]
+        batch_url = env.optional_str("ARCHIVE_BATCH_DB_URL")
+        if batch_url:
+            instances.append(InstanceDatabase("batch", batch_url))
+        for instance in instances:
+            if "://" not in instance.url:
+                key = f"ARCHIVE_{instance.name.upper()}_DB_URL"
+                raise ConfigError(f"{key}={instance.url!r} is not a SQLAlchemy URL")
+        log_format = env.str("LOG_FORMAT", cls.log_format)
+        if log_format not in ("json", "text"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or text")
+        kill_after = env.int("ARCHIVE_TEST_KILL_AFTER_COPIED_BATCHES", 0, minimum=0)
+        return cls(
+            archive_dir=env.path("ARCHIVE_DIR", home / "archive"),
+            cutoff_days=env.float("ARCHIVE_CUTOFF_DAYS", cls.cutoff_days, minimum=0),
+            batch_size=env.int("ARCHIVE_BATCH_SIZE", cls.batch_size, minimum=1),
+            instances=tuple(instances),
+            redis_url=env.str("REDIS_URL", cls.redis_url),
+            queue=env.str("ARCHIVE_QUEUE", cls.queue),
+            lock_name=env.str("ARCHIVE_LOCK_NAME", cls.lock_name),
+            lock_ttl_s=env.int("ARCHIVE_LOCK_TTL_S", cls.lock_ttl_s, minimum=10),
+            metrics_host=env.str("ARCHIVE_METRICS_HOST", cls.metrics_host),
+            metrics_port=env.int("ARCHIVE_METRICS_PORT", cls.metrics_port, minimum=0),
+            max_age_days=env.float("ARCHIVE_MAX_AGE_DAYS", cls.max_age_days, minimum=0),
+            log_format=log_format,
+            kill_after_copied_batches=kill_after or None,
+        )

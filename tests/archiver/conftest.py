@@ -1,0 +1,92 @@
+"""Real Airflow metadata databases for the archiver: migrated once per session by `airflow db
+migrate`, then copied per test (a file copy on SQLite, `CREATE DATABASE ... TEMPLATE` on
+PostgreSQL), so every test starts from an empty, current schema."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from archiver.archive import make_engine
+from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database
+from stack.settings import PROJECT_ROOT
+from tests.conftest import free_port, require
+from tests.e2e.conftest import postgres_available
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+TEMPLATE_DB = f"onboarding_archive_template_{os.getpid()}"
+
+
+def _instance(home: Path, database_url: str | None) -> AirflowInstance:
+    spec = InstanceSpec(
+        name="archive-test",
+        home=home,
+        config_file=PROJECT_ROOT / "deploy" / "realtime" / "airflow.cfg",
+        dags_folder=PROJECT_ROOT / "dags" / "realtime",
+        api_port=free_port(),
+        scheduler_health_port=free_port(),
+        database_url=database_url,
+    )
+    return AirflowInstance(spec, dict(os.environ))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    instance = _instance(tmp_path_factory.mktemp("archive-template-sqlite"), None)
+    instance.prepare()
+    instance.migrate()
+    return instance.home / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def postgres_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require(postgres_available(), "PostgreSQL on 127.0.0.1:5432")
+    url = f"{PG}/{TEMPLATE_DB}"
+    drop_postgres_database(url)
+    instance = _instance(tmp_path_factory.mktemp("archive-template-pg"), url)
+    instance.prepare()
+    instance.migrate()
+    yield url
+    drop_postgres_database(url)
+
+
+_counter = iter(range(1_000_000))
+
+
+def _postgres_copy(template_url: str) -> str:
+    name = f"onboarding_archive_{os.getpid()}_{next(_counter)}"
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_url.rsplit("/", 1)[1]}"')
+    finally:
+        conn.close()
+    return f"{PG}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated, empty Airflow metadata database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "airflow.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = _postgres_copy(request.getfixturevalue("postgres_template"))
+    yield url
+    drop_postgres_database(url)
+
+
+@pytest.fixture
+def engine(metadata_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(metadata_url)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,63 @@
+"""Archive a live realtime instance's real onboarding runs, then audit a user's decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archiver.archive import Archiver
+from archiver.audit import find_runs
+from archiver.settings import ArchiveSettings, InstanceDatabase
+from archiver.store import ArchiveStore
+from onboarding.decision import wait_for_decision
+from onboarding.publisher import new_signup, publish_signup
+from tests.e2e.conftest import running_realtime
+
+pytestmark = pytest.mark.e2e
+
+
+def test_real_runs_are_archived_from_a_live_instance_and_the_audit_finds_the_decision(
+    request: pytest.FixtureRequest, tmp_path: Path, trained_model_dir: Path
+) -> None:
+    with running_realtime("sqlite", tmp_path / "realtime", trained_model_dir, request.session, "archive") as stack:
+        stack.start_listener()
+        events = [new_signup(user_id="user-audited") for _ in range(2)] + [new_signup() for _ in range(3)]
+        for event in events:
+            publish_signup(stack.redis, stack.streams.signups_stream, event)
+        decisions = {}
+        for event in events:
+            decision = wait_for_decision(stack.redis, stack.streams.decisions_stream, event["event_id"], 120)
+            assert decision is not None, f"no decision for {event['event_id']}"
+            decisions[event["event_id"]] = decision
+        assert len(stack.dag_runs()) == 5
+
+        # Everything finished is older than a cut-off of 0 days; the instance keeps running.
+        archive_dir = tmp_path / "archive"
+        settings = ArchiveSettings(archive_dir=archive_dir, cutoff_days=0)
+        archiver = Archiver(
+            InstanceDatabase("realtime", stack.instance.database_url), ArchiveStore(archive_dir), settings
+        )
+        report = archiver.run()
+        archiver.engine.dispose()
+
+        assert report.tables["dag_run"] == 5 and report.tables["task_instance"] == 20
+        assert report.tables["xcom"] >= 15
+        assert stack.dag_runs() == []
+        # The live instance still decides.
+        later = new_signup()
+        publish_signup(stack.redis, stack.streams.signups_stream, later)
+        assert wait_for_decision(stack.redis, stack.streams.decisions_stream, later["event_id"], 120) is not None
+
+    found = find_runs(ArchiveStore(archive_dir), user_id="user-audited")
+    assert {f["signup"]["event_id"] for f in found} == {e["event_id"] for e in events[:2]}
+    for run in found:
+        published = decisions[run["signup"]["event_id"]]
+        assert run["state"] == "success"
+        assert run["decision"]["decision"] == published.decision
+        assert run["decision"]["score"] == pytest.approx(published.score)
+        assert run["decision"]["model_version"] == published.model_version
+        assert {t["task_id"] for t in run["task_instances"]} == {"enrich", "score", "decide", "publish"}
+        assert run["decision_inputs"]["enrich"]["application"] == next(
+            e["application"] for e in events if e["event_id"] == run["signup"]["event_id"]
+        )
