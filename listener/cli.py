@@ -31,6 +31,7 @@ from onboarding.errors import InvalidEvent, OnboardingError
 from onboarding.logs import configure_logging
 from onboarding.publisher import new_signup, publish_signup
 from onboarding.settings import StreamSettings
+from risk.drift import DriftCollector
 
 logger = logging.getLogger("listener.cli")
 
@@ -52,6 +53,8 @@ def listener_main(argv: list[str] | None = None) -> int:
     client = redis.Redis.from_url(settings.streams.redis_url)
     airflow = AirflowClient(settings.airflow)
     listener = Listener(client, airflow, settings, ListenerMetrics())
+    # The batch instance's drift DAG writes PSI values to Redis; expose them here.
+    listener.metrics.registry.register(DriftCollector(client))
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000 + settings.airflow.timeout_s)
 
     def healthy() -> tuple[bool, str]:

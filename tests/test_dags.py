@@ -77,3 +77,19 @@ def test_onboarding_dag_shape() -> None:
     assert {t["weight_rule"] for t in tasks.values()} == {"upstream"}
     assert dag["schedule"] == "None"
     assert dag["paused"] is False
+
+
+def test_batch_dags_import_without_errors_or_io() -> None:
+    out = parse(DAGS / "batch")
+    assert out["errors"] == {}
+    assert set(out["dags"]) == {"risk_model_retrain", "risk_drift"}
+    retrain = out["dags"]["risk_model_retrain"]["tasks"]
+    assert retrain["gate_and_promote"]["upstream"] == ["train_challenger"]
+    assert out["dags"]["risk_model_retrain"]["schedule"] != "None"
+
+
+def test_no_dag_runs_on_both_instances() -> None:
+    realtime = set(parse(DAGS / "realtime")["dags"])
+    batch = set(parse(DAGS / "batch")["dags"])
+    assert realtime == {"onboarding"}
+    assert not realtime & batch
