@@ -59,6 +59,9 @@ def test_ten_valid_and_two_invalid_signups(realtime_stack: RealtimeStack) -> Non
         )
         if decision.decision != "approve":
             assert decision.reason_codes, "an adverse decision must say why"
+            assert all(r["code"] and r["text"] for r in decision.reason_codes)
+    # The sample includes adverse decisions, so the reason-code check above was exercised.
+    assert any(d.decision != "approve" for d in decisions)
 
     dead = stack.redis.xrange(stack.streams.dead_letter_stream)
     reasons = {fields[b"reason"].decode(): fields for _id, fields in dead}
