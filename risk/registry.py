@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from risk.artifacts import METADATA_FILE, current_version, save_model, set_current
+from risk.artifacts import METADATA_FILE, current_version, load_model, save_model, set_current
 from risk.errors import ModelError
 from risk.evaluation import Progress, evaluate
 from risk.model import MODEL_KIND, TrainingData, fit
@@ -107,8 +107,12 @@ def metadata(model_dir: Path, version: str) -> dict[str, Any]:
 
 
 def champion(model_dir: Path) -> dict[str, Any] | None:
+    """The metadata of the version in service, or None if there is none it could serve
+    (a model that no longer fits the event schema is no champion to defend)."""
     try:
-        return metadata(model_dir, current_version(model_dir))
+        version = current_version(model_dir)
+        load_model(model_dir, version)
+        return metadata(model_dir, version)
     except ModelError:
         return None
 

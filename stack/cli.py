@@ -23,7 +23,7 @@ from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
 from onboarding.publisher import new_signup, publish_signup
 from onboarding.settings import StreamSettings
-from risk.artifacts import current_version
+from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
 from stack.errors import StackError
@@ -116,11 +116,11 @@ class Stack:
     def ensure_model(self) -> None:
         try:
             version = current_version(self.model_dir)
+            load_model(self.model_dir, version)  # refuses a model that no longer fits the schema
             step(f"risk model {version}")
             return
-        except RiskError:
-            pass
-        step("training the baseline risk model")
+        except RiskError as err:
+            step(f"no usable risk model ({err}); training one (about a minute)")
         from risk.cli import train_main
 
         if train_main(["--repeats", "1"]) != 0:

@@ -86,3 +86,17 @@ def test_gate_thresholds_are_configurable() -> None:
     challenger = {"cv": CV, "metrics": {"auc": {"mean": 0.79}, "cost_policy": {"mean": 0.51}}}
     assert Gate().check(challenger, champion)[0] is False
     assert Gate(max_cost_increase=0.02, max_auc_drop=0.02).check(challenger, champion)[0] is True
+
+
+def test_a_champion_that_no_longer_fits_the_schema_is_not_defended(tmp_path: Path, fitted) -> None:
+    import json
+
+    old = version(tmp_path, fitted, auc=0.99, cost=0.10)
+    promote(tmp_path, old)
+    meta_path = tmp_path / old / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["features"] = meta["features"][:-3]  # trained before the derived features existed
+    meta_path.write_text(json.dumps(meta))
+    new = version(tmp_path, fitted, auc=0.78, cost=0.55)
+    assert promote(tmp_path, new) == ["no champion in service"]
+    assert current_version(tmp_path) == new
