@@ -216,8 +216,9 @@ class AirflowInstance:
         raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
 
 
-def ensure_postgres_database(url: str) -> None:
-    """Create the database named in a PostgreSQL URL if it does not exist yet."""
+def _run_on_server(url: str, statement: str, query: str | None = None) -> None:
+    """Run `statement` (with the URL's database name as identifier {}) on the server's
+    `postgres` database, unless `query` (given the name) finds a row."""
     import psycopg2
     from psycopg2 import sql
     from sqlalchemy.engine import make_url
@@ -233,35 +234,25 @@ def ensure_postgres_database(url: str) -> None:
         )
     except psycopg2.Error as err:
         raise StackError(f"cannot reach PostgreSQL at {parsed.host}:{parsed.port or 5432}: {err}") from err
-    conn.autocommit = True
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database)))
+            if query is not None:
+                cur.execute(query, (parsed.database,))
+                if cur.fetchone() is not None:
+                    return
+            cur.execute(sql.SQL(statement).format(sql.Identifier(parsed.database)))
     finally:
         conn.close()
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the database named in a PostgreSQL URL if it does not exist yet."""
+    _run_on_server(url, "CREATE DATABASE {}", "SELECT 1 FROM pg_database WHERE datname = %s")
 
 
 def drop_postgres_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    conn = psycopg2.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=parsed.username or "postgres",
-        password=parsed.password,
-        dbname="postgres",
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parsed.database)))
-    finally:
-        conn.close()
+    _run_on_server(url, "DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
 
 def current_env() -> dict[str, str]:
