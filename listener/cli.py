@@ -249,8 +249,12 @@ def deadletters_main(argv: list[str] | None = None) -> int:
         for letter in chosen:
             print(json.dumps({"would_replay": letter.to_dict()}))
         return 0
-    new_ids = replay(client, dead, streams.signups_stream, chosen)
-    for letter, new_id in zip(chosen, new_ids, strict=False):
-        print(json.dumps({"replayed": letter.entry_id, "event_id": letter.event_id, "as": new_id}))
-    print(f"replayed {len(new_ids)} of {len(chosen)} dead letter(s) to {streams.signups_stream}", file=sys.stderr)
-    return 0 if len(new_ids) == len(chosen) else 1
+    results = replay(client, dead, streams.signups_stream, chosen)
+    for letter, new_id in results:
+        if new_id is None:
+            print(json.dumps({"not_replayed": letter.entry_id, "why": "already replayed or empty"}))
+        else:
+            print(json.dumps({"replayed": letter.entry_id, "event_id": letter.event_id, "as": new_id}))
+    done = sum(1 for _letter, new_id in results if new_id)
+    print(f"replayed {done} of {len(chosen)} dead letter(s) to {streams.signups_stream}", file=sys.stderr)
+    return 0 if done == len(chosen) else 1

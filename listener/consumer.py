@@ -79,6 +79,7 @@ class Listener:
         self._rng = random.Random()
         self._held: list[str] = []  # read by this consumer, not yet settled
         self._last_claim = float("-inf")
+        self._last_keep_alive = time.monotonic()
         self._last_trim = time.monotonic()
         self.last_loop_at = time.monotonic()
 
@@ -132,9 +133,9 @@ class Listener:
                     own_pending = False
                 settled += self._process(entries, count_deliveries=True)
                 continue
+            self._maybe_trim()
             entries = self._read(">", budget, block=not burst)
             if not entries:
-                self._maybe_trim()
                 if burst:
                     break
                 continue
@@ -191,11 +192,15 @@ class Listener:
     def _process(self, entries: list[Entry], count_deliveries: bool) -> int:
         deliveries = self._deliveries([eid for eid, _ in entries]) if count_deliveries else {}
         self._held = [eid for eid, _ in entries]
+        self._last_keep_alive = time.monotonic()
         settled = 0
         try:
             for entry_id, fields in entries:
                 if self.stopping:
                     break
+                # A slow batch must not look abandoned to the other listeners.
+                if time.monotonic() - self._last_keep_alive > self.settings.claim_idle_ms / 3000:
+                    self._keep_alive()
                 if self._handle(entry_id, fields, deliveries.get(entry_id, 1)):
                     settled += 1
                 self._held.remove(entry_id)
@@ -216,6 +221,7 @@ class Listener:
 
     def _keep_alive(self) -> None:
         """Reset the idle time of the entries we hold (JUSTID: no delivery is counted)."""
+        self._last_keep_alive = time.monotonic()
         if self._held:
             self.redis.xclaim(
                 self.stream,
@@ -246,48 +252,59 @@ class Listener:
     def _handle(self, entry_id: str, fields: dict[Any, Any], deliveries: int) -> bool:
         """Settle one entry. Returns False if it was left pending (shutdown during retry)."""
         self.metrics.in_flight.inc()
-        started = time.monotonic()
         try:
-            if deliveries > self.settings.max_deliveries:
-                self._dead_letter(
-                    entry_id,
-                    fields,
-                    "max_deliveries",
-                    f"delivered {deliveries} times without being settled (limit "
-                    f"{self.settings.max_deliveries}); inspect it, then replay it with onboarding-deadletters",
-                )
-                return True
-            payload = fields.get(b"payload", fields.get("payload"))
-            if payload is None:
-                self._dead_letter(entry_id, fields, "missing_payload", "the stream entry has no 'payload' field")
-                return True
-            try:
-                event = parse_signup(payload, self.settings.max_payload_bytes)
-                self._check_fingerprint(event, entry_id)
-            except InvalidEvent as err:
-                self._dead_letter(entry_id, fields, err.reason, err.detail)
-                return True
-            conf = {**event.to_dict(), "accepted_at": utc_now()}
-            try:
-                outcome = self._trigger(event, conf, entry_id, fields)
-            except _Settled:
-                return True
-            if outcome is None:
-                return False
-            self.redis.xack(self.stream, self.settings.group, entry_id)
-            self.metrics.trigger_seconds.observe(time.monotonic() - started)
-            self.metrics.events.labels("triggered" if outcome is TriggerOutcome.CREATED else "duplicate").inc()
-            logger.info(
-                "listener: %s run %s for event_id=%s user_id=%s entry=%s",
-                outcome.value,
-                run_id_for(event.event_id),
-                event.event_id,
-                event.user_id,
-                entry_id,
-            )
+            return self._settle(entry_id, fields, deliveries)
+        except redis.RedisError:
+            raise  # nothing can be settled without Redis; the entry stays pending
+        except Exception as err:
+            # A bug or an input nobody foresaw must not take the listener (and, through
+            # redelivery, every listener) down: park the entry with the error.
+            logger.exception("listener: unexpected error on entry %s", entry_id)
+            self._dead_letter(entry_id, fields, "internal_error", f"{type(err).__name__}: {err}"[:500])
             return True
         finally:
             self.metrics.in_flight.dec()
+
+    def _settle(self, entry_id: str, fields: dict[Any, Any], deliveries: int) -> bool:
+        started = time.monotonic()
+        if deliveries > self.settings.max_deliveries:
+            self._dead_letter(
+                entry_id,
+                fields,
+                "max_deliveries",
+                f"delivered {deliveries} times without being settled (limit "
+                f"{self.settings.max_deliveries}); inspect it, then replay it with onboarding-deadletters",
+            )
+            return True
+        payload = fields.get(b"payload", fields.get("payload"))
+        if payload is None:
+            self._dead_letter(entry_id, fields, "missing_payload", "the stream entry has no 'payload' field")
+            return True
+        try:
+            event = parse_signup(payload, self.settings.max_payload_bytes)
+            self._check_fingerprint(event, entry_id)
+        except InvalidEvent as err:
+            self._dead_letter(entry_id, fields, err.reason, err.detail)
+            return True
+        conf = {**event.to_dict(), "accepted_at": utc_now()}
+        try:
+            outcome = self._trigger(event, conf, entry_id, fields)
+        except _Settled:
+            return True
+        if outcome is None:
+            return False
+        self.redis.xack(self.stream, self.settings.group, entry_id)
+        self.metrics.trigger_seconds.observe(time.monotonic() - started)
+        self.metrics.events.labels("triggered" if outcome is TriggerOutcome.CREATED else "duplicate").inc()
+        logger.info(
+            "listener: %s run %s for event_id=%s user_id=%s entry=%s",
+            outcome.value,
+            run_id_for(event.event_id),
+            event.event_id,
+            event.user_id,
+            entry_id,
+        )
+        return True
 
     def _check_fingerprint(self, event: SignupEvent, entry_id: str) -> None:
         key = f"{self.stream}:fingerprint:{event.event_id}"
@@ -315,7 +332,8 @@ class Listener:
                 if outcome is TriggerOutcome.ALREADY_EXISTS and not self._confirm_existing(
                     run_id, conf, entry_id, fields
                 ):
-                    continue  # the run vanished between the 409 and the read: trigger again
+                    # Conflict, yet no such run: try again, but through the backoff below.
+                    raise AirflowUnavailable("conflict_without_run", f"409 for {run_id} but the run is not there")
                 return outcome
             except AirflowRejected as err:
                 self.metrics.airflow_errors.labels(err.kind).inc()

@@ -88,14 +88,19 @@ def get_dead_letter(client: redis.Redis, stream: str, entry_id: str) -> DeadLett
     return _decode(*entries[0]) if entries else None
 
 
-def replay(client: redis.Redis, dead_stream: str, signups_stream: str, letters: list[DeadLetter]) -> list[str]:
-    """Send each dead letter's original fields back to the signups stream. Returns new ids."""
-    new_ids: list[str] = []
+def replay(
+    client: redis.Redis, dead_stream: str, signups_stream: str, letters: list[DeadLetter]
+) -> list[tuple[DeadLetter, str | None]]:
+    """Send each dead letter's original fields back to the signups stream.
+
+    Returns each letter with its new signups entry id, or None if it was not replayed
+    (already replayed by someone else, or nothing to replay)."""
+    out: list[tuple[DeadLetter, str | None]] = []
     for letter in letters:
         if not letter.original:
+            out.append((letter, None))
             continue
         flat = [part for field, value in letter.original.items() for part in (field, value)]
         new_id = client.eval(_REPLAY, 2, dead_stream, signups_stream, letter.entry_id, *flat)
-        if new_id:
-            new_ids.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
-    return new_ids
+        out.append((letter, (new_id.decode() if isinstance(new_id, bytes) else str(new_id)) if new_id else None))
+    return out

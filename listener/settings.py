@@ -66,7 +66,7 @@ class ListenerSettings:
     claim_interval_s: float = 5.0
     max_deliveries: int = 5
     fingerprint_ttl_s: int = 30 * 24 * 3600
-    retention_s: float = 24 * 3600.0
+    retention_s: float = 8 * 24 * 3600.0  # the drift DAG reads the last week of signups
     decisions_retention_s: float = 7 * 24 * 3600.0
     trim_interval_s: float = 60.0
 

@@ -17,13 +17,16 @@ import redis
 DECISION_SCHEMA_VERSION = 1
 DEFAULT_MARKER_TTL_S = 30 * 24 * 3600
 
+# The marker is set only after XADD succeeded: a failed append leaves no marker behind
+# that would make every later attempt think the decision was out.
 _PUBLISH_ONCE = """
-if redis.call('SET', KEYS[2], '', 'NX', 'EX', ARGV[2]) then
-  local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[3], 'payload', ARGV[1])
-  redis.call('SET', KEYS[2], id, 'XX', 'KEEPTTL')
-  return {1, id}
+local existing = redis.call('GET', KEYS[2])
+if existing then
+  return {0, existing}
 end
-return {0, redis.call('GET', KEYS[2])}
+local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[3], 'payload', ARGV[1])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
+return {1, id}
 """
 
 

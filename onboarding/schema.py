@@ -7,6 +7,7 @@ short reason code and a sentence that says what is wrong and where.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -74,10 +75,43 @@ def parse_signup(payload: bytes | str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTE
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"payload is {len(raw)} bytes; the limit is {max_bytes}")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidEvent("not_json", f"payload is not valid UTF-8 JSON: {err}") from None
-    return validate_signup(data)
+    except RecursionError:
+        raise InvalidEvent("not_json", "payload is nested too deeply to be a signup event") from None
+    try:
+        return validate_signup(data)
+    except RecursionError:
+        raise InvalidEvent("not_json", "payload is nested too deeply to be a signup event") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidEvent("invalid_value", f"{text} is not a finite number")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # json accepts NaN and Infinity, which no JSON consumer downstream (Airflow's API) does.
+    raise InvalidEvent("invalid_value", f"{name} is not a JSON number")
+
+
+def _check_text(value: Any, where: str = "event") -> None:
+    """Strings must be encodable: a lone surrogate passes JSON parsing but not UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent("invalid_value", f"{where}: text is not valid Unicode (lone surrogate)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_text(item, f"{where}.{key}" if where != "event" else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item, where)
 
 
 def validate_signup(data: Any) -> SignupEvent:
@@ -92,6 +126,7 @@ def validate_signup(data: Any) -> SignupEvent:
             "unknown_schema_version",
             f"schema_version {version!r} is not supported; supported: {list(SUPPORTED_VERSIONS)}",
         )
+    _check_text(data)
     errors = sorted(_validator(version).iter_errors(data), key=_error_order)
     if errors:
         raise _to_invalid(errors[0], len(errors))

@@ -110,14 +110,24 @@ def set_current(model_dir: Path, version: str) -> None:
     if not (model_dir / version / METADATA_FILE).is_file():
         raise ModelError(f"model version {version!r} does not exist in {model_dir}")
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".CURRENT.")
+    os.fchmod(fd, 0o644)  # read by the realtime instance, possibly as another user
     with os.fdopen(fd, "w") as fh:
         fh.write(version + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())  # never an empty CURRENT after a power cut
     os.replace(tmp, model_dir / CURRENT_FILE)
+    dir_fd = os.open(model_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def current_version(model_dir: Path) -> str:
     try:
         return (model_dir / CURRENT_FILE).read_text().strip()
+    except PermissionError as err:
+        raise ModelError(f"cannot read {model_dir / CURRENT_FILE}: {err}") from err
     except FileNotFoundError as err:
         raise ModelError(f"no current model in {model_dir}: train one with `onboarding-train`") from err
 

@@ -61,14 +61,15 @@ def feature_psi(training: list[dict[str, Any]], recent: list[dict[str, Any]]) ->
 
 
 def recent_applications(client: redis.Redis, stream: str, since_s: float, limit: int = 100_000) -> list[dict]:
-    """Valid applications published to the signups stream in the last `since_s` seconds."""
+    """Applications published to the signups stream in the last `since_s` seconds (the
+    newest `limit`; events whose `application` is not an object are skipped)."""
     start = f"{int((time.time() - since_s) * 1000)}-0"
     applications = []
-    for _id, fields in client.xrange(stream, min=start, count=limit):
+    for _id, fields in client.xrevrange(stream, max="+", min=start, count=limit):
         try:
             event = json.loads(fields.get(b"payload", b""))
             application = event["application"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue
         if isinstance(application, dict):
             applications.append(application)

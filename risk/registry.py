@@ -35,6 +35,8 @@ class Gate:
             return True, ["no champion in service"]
         if challenger.get("cv") != champion.get("cv"):
             return False, [f"evaluated on other folds ({challenger.get('cv')} vs {champion.get('cv')}); re-evaluate"]
+        if challenger.get("costs") != champion.get("costs"):
+            return False, [f"evaluated under other costs ({challenger.get('costs')} vs {champion.get('costs')})"]
         reasons = []
         passed = True
         cost_new = challenger["metrics"]["cost_policy"]["mean"]
@@ -120,6 +122,7 @@ def champion(model_dir: Path) -> dict[str, Any] | None:
 def promote(model_dir: Path, version: str, gate: Gate | None = None, force: bool = False) -> list[str]:
     """Make `version` current if it passes the gate (or `force`). Returns the gate's reasons."""
     challenger = metadata(model_dir, version)
+    load_model(model_dir, version)  # a version the service could not load is never promoted
     passed, reasons = (gate or Gate()).check(challenger, champion(model_dir))
     if not passed and not force:
         raise ModelError(f"version {version} did not pass the promotion gate: {'; '.join(reasons)}")
@@ -132,9 +135,14 @@ def promote(model_dir: Path, version: str, gate: Gate | None = None, force: bool
 def rollback(model_dir: Path) -> str:
     """Put back the version that was current before the current one. Returns it."""
     current = current_version(model_dir)
+    # The promotion that put the current version in service names what it replaced. A
+    # rollback entry is no such promotion: rolling back twice goes further back, not forth.
     for entry in reversed(history(model_dir)):
-        if entry["version"] == current and entry.get("previous"):
+        if entry["action"] == "promote" and entry["version"] == current and entry.get("previous"):
             previous = entry["previous"]
+            if previous == current:
+                continue
+            load_model(model_dir, previous)
             set_current(model_dir, previous)
             _record(model_dir, "rollback", previous, current, [f"rolled back from {current}"])
             return previous

@@ -14,7 +14,7 @@ import redis
 from onboarding.decision import DecisionEvent, publish_decision, utc_now
 from risk.artifacts import LoadedModel
 from risk.model import probability_bad, reason_codes
-from risk.policy import Decision
+from risk.policy import Decision, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ def score(enriched: dict[str, Any], model: LoadedModel) -> dict[str, Any]:
     }
 
 
-def decide(scored: dict[str, Any], model: LoadedModel) -> dict[str, Any]:
-    decision = model.policy.decide(float(scored["score"]))
+def decide(scored: dict[str, Any]) -> dict[str, Any]:
+    """Apply the policy of the model version that scored (a promotion between the two tasks
+    must not pair one version's score with another's thresholds)."""
+    decision = Policy.from_dict(scored["policy"]).decide(float(scored["score"]))
     return {
         **scored,
         "decision": decision.value,

@@ -66,8 +66,7 @@ class AirflowInstance:
             "listener_password": secrets.token_urlsafe(24),
         }
         self.home.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-        path.chmod(0o600)
+        _write_private(path, json.dumps(values))
         return values
 
     @property
@@ -96,8 +95,7 @@ class AirflowInstance:
             ),
             (self.listener_password_file, values["listener_password"]),
         ):
-            path.write_text(content)
-            path.chmod(0o600)
+            _write_private(path, content)
 
     def env(self) -> dict[str, str]:
         values = self._secrets()
@@ -214,6 +212,14 @@ class AirflowInstance:
                 time.sleep(0.5)
         tails = "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.processes())
         raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a secret readable by the owner only, from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
 
 
 def _run_on_server(url: str, statement: str, query: str | None = None) -> None:

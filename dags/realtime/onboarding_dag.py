@@ -129,9 +129,18 @@ def onboarding() -> None:
     def decide(scored: dict[str, Any]) -> dict[str, Any]:
         from risk import steps
 
-        return steps.decide(scored, _model())
+        return steps.decide(scored)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=5, retry_delay=timedelta(seconds=1), weight_rule="upstream")
+    # Redis may fail over: keep trying for several minutes (1, 2, 4 ... 60 s) before the
+    # run gives up and the failure callback tries once more.
+    @task(
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=10,
+        retry_delay=timedelta(seconds=1),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(seconds=60),
+        weight_rule="upstream",
+    )
     def publish(params: dict[str, Any] | None = None, ti: Any = None, run_id: str | None = None) -> str:
         from risk import steps
         from risk.redis_client import redis_client

@@ -171,9 +171,10 @@ def test_replayed_dead_letters_are_validated_again(redis_client: redis.Redis) ->
     letters = list_dead_letters(redis_client, SETTINGS.streams.dead_letter_stream)
     assert sorted(d.reason for d in letters) == ["max_deliveries", "max_deliveries"]
     assert airflow.runs == {}
-    new_ids = replay(redis_client, SETTINGS.streams.dead_letter_stream, STREAM, letters)
-    assert len(new_ids) == 2
-    assert replay(redis_client, SETTINGS.streams.dead_letter_stream, STREAM, letters) == []  # already replayed
+    results = replay(redis_client, SETTINGS.streams.dead_letter_stream, STREAM, letters)
+    assert all(new_id for _letter, new_id in results) and len(results) == 2
+    again = replay(redis_client, SETTINGS.streams.dead_letter_stream, STREAM, letters)
+    assert [new_id for _letter, new_id in again] == [None, None]  # already replayed: appended once
     Listener(redis_client, airflow, SETTINGS).run(burst=True)
     reasons = [d.reason for d in list_dead_letters(redis_client, SETTINGS.streams.dead_letter_stream)]
     assert reasons == ["not_json"]  # the broken one fails validation this time
@@ -184,3 +185,23 @@ def test_fingerprint_ignores_what_the_listener_adds() -> None:
     event = new_signup(rng=random.Random(9))
     assert fingerprint(event) == fingerprint(event | {"accepted_at": "x"})
     assert fingerprint(event) != fingerprint(event | {"user_id": "someone-else"})
+
+
+def test_an_unforeseen_error_parks_the_entry_and_the_batch_goes_on(redis_client: redis.Redis) -> None:
+    events = [new_signup(rng=random.Random(i)) for i in range(3)]
+    for event in events:
+        publish_signup(redis_client, STREAM, event)
+
+    class Flaky(FakeAirflow):
+        def trigger(self, run_id: str, conf: dict[str, Any]) -> TriggerOutcome:
+            if conf["event_id"] == events[1]["event_id"]:
+                raise ValueError("Out of range float values are not JSON compliant")
+            return super().trigger(run_id, conf)
+
+    airflow = Flaky()
+    assert Listener(redis_client, airflow, SETTINGS).run(burst=True) == 3
+    assert set(airflow.runs) == {f"signup__{events[0]['event_id']}", f"signup__{events[2]['event_id']}"}
+    [letter] = dead_letters(redis_client)
+    assert letter["reason"] == "internal_error"
+    assert "ValueError" in letter["detail"]
+    assert pending_count(redis_client) == 0

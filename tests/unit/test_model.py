@@ -78,7 +78,7 @@ def test_risky_applicant_scores_worse_and_reasons_point_to_decline(trained_model
 def test_steps_produce_a_decision_with_stage_timestamps(trained_model_dir: Path) -> None:
     model = load_model(trained_model_dir, current_version(trained_model_dir))
     signup = new_signup(rng=random.Random(3))
-    decided = steps.decide(steps.score(steps.enrich(signup, "t0", "t1"), model), model)
+    decided = steps.decide(steps.score(steps.enrich(signup, "t0", "t1"), model))
     assert decided["decision"] in ("approve", "review", "decline")
     assert decided["model_version"] == model.version
     assert {"accepted_at", "run_started_at", "enriched_at", "scored_at", "decided_at"} <= set(decided["timestamps"])

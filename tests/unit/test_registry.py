@@ -100,3 +100,33 @@ def test_a_champion_that_no_longer_fits_the_schema_is_not_defended(tmp_path: Pat
     new = version(tmp_path, fitted, auc=0.78, cost=0.55)
     assert promote(tmp_path, new) == ["no champion in service"]
     assert current_version(tmp_path) == new
+
+
+def test_rolling_back_twice_goes_further_back(tmp_path: Path, fitted) -> None:
+    a = version(tmp_path, fitted, auc=0.78, cost=0.55)
+    b = version(tmp_path, fitted, auc=0.79, cost=0.54)
+    c = version(tmp_path, fitted, auc=0.80, cost=0.53)
+    for v in (a, b, c):
+        promote(tmp_path, v)
+    assert rollback(tmp_path) == b
+    assert rollback(tmp_path) == a
+    with pytest.raises(ModelError, match="nothing to roll back"):
+        rollback(tmp_path)
+    assert current_version(tmp_path) == a
+
+
+def test_a_version_the_service_cannot_load_is_never_promoted(tmp_path: Path, fitted) -> None:
+    good = version(tmp_path, fitted, auc=0.78, cost=0.55)
+    promote(tmp_path, good)
+    broken = version(tmp_path, fitted, auc=0.90, cost=0.40)
+    (tmp_path / broken / "model.skops").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load"):
+        promote(tmp_path, broken, force=True)
+    assert current_version(tmp_path) == good
+
+
+def test_versions_evaluated_under_other_costs_are_not_compared() -> None:
+    champion = {"cv": CV, "costs": {"review": 0.7}, "metrics": {"auc": {"mean": 0.8}, "cost_policy": {"mean": 0.5}}}
+    challenger = champion | {"costs": {"review": 0.5}}
+    passed, reasons = Gate().check(challenger, champion)
+    assert not passed and "other costs" in reasons[0]

@@ -113,3 +113,13 @@ def test_boolean_is_not_a_schema_version() -> None:
 def test_validate_signup_round_trips() -> None:
     event = good_event()
     assert validate_signup(event).to_dict()["application"] == event["application"]
+
+
+def test_payloads_that_would_crash_a_consumer_get_a_reason() -> None:
+    assert reason_of(b"[" * 60_000).reason == "not_json"
+    event = json.dumps(good_event())
+    assert reason_of(event.replace('"credit_amount": ', '"credit_amount": NaN, "x": ', 1)).reason == "invalid_value"
+    assert reason_of('{"schema_version": 1, "event_id": 1e999}').reason == "invalid_value"
+    lone = json.dumps(good_event() | {"user_id": "a\ud800b"})
+    err = reason_of(lone)
+    assert err.reason == "invalid_value" and "user_id" in err.detail
