@@ -18,6 +18,7 @@ from risk import drift
 from risk.artifacts import current_version
 from risk.model import load_training_data
 from risk.registry import history
+from risk.settings import RiskSettings
 from stack.instance import AirflowInstance, InstanceSpec
 from stack.settings import PROJECT_ROOT
 from tests.conftest import free_port
@@ -41,6 +42,13 @@ def batch(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path):
     meta = json.loads(champion.read_text())
     meta["cv"] = {"repeats": 1, "folds": 10, "seed": 0, "data_sha256": load_training_data().sha256}
     meta["metrics"] = {"auc": {"mean": 0.6, "std": 0.0}, "cost_policy": {"mean": 0.69, "std": 0.0}}
+    settings = RiskSettings.from_env({})
+    meta["costs"] = {
+        "bad_approved": 5.0,
+        "good_declined": 1.0,
+        "review": settings.review_cost,
+        "review_capacity": settings.review_capacity,
+    }
     champion.write_text(json.dumps(meta))
     instance = AirflowInstance(
         InstanceSpec(
