@@ -29,7 +29,7 @@ from risk.settings import RiskSettings
 from stack.errors import StackError
 from stack.instance import AirflowInstance, InstanceSpec, current_env
 from stack.processes import ManagedProcess
-from stack.settings import PROJECT_ROOT, StackSettings
+from stack.settings import StackSettings
 
 
 class Stack:
@@ -41,15 +41,12 @@ class Stack:
         self.model_dir = RiskSettings.from_env().model_dir
         base_env = {**current_env(), "REDIS_URL": settings.redis_url, "RISK_MODEL_DIR": str(self.model_dir)}
         self.realtime = AirflowInstance(
-            InstanceSpec(
-                name="realtime",
-                home=home / "realtime",
-                config_file=PROJECT_ROOT / "deploy" / "realtime" / "airflow.cfg",
-                dags_folder=PROJECT_ROOT / "dags" / "realtime",
-                api_port=settings.realtime_api_port,
-                scheduler_health_port=settings.realtime_scheduler_health_port,
-                database_url=settings.database_url,
-                local_settings=PROJECT_ROOT / "deploy" / "realtime" / "airflow_local_settings.py",
+            InstanceSpec.from_deploy(
+                "realtime",
+                home / "realtime",
+                settings.realtime_api_port,
+                settings.realtime_scheduler_health_port,
+                settings.database_url,
             ),
             base_env,
         )

@@ -20,6 +20,7 @@ import httpx
 
 from stack.errors import StackError
 from stack.processes import ManagedProcess
+from stack.settings import PROJECT_ROOT
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
@@ -41,6 +42,31 @@ class InstanceSpec:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @classmethod
+    def from_deploy(
+        cls,
+        kind: str,
+        home: Path,
+        api_port: int,
+        scheduler_health_port: int,
+        database_url: str | None = None,
+        name: str | None = None,
+    ) -> InstanceSpec:
+        """The spec of a "realtime" or "batch" instance: its config and local settings from
+        deploy/<kind>/, its DAGs from dags/<kind>/."""
+        deploy = PROJECT_ROOT / "deploy" / kind
+        local_settings = deploy / "airflow_local_settings.py"
+        return cls(
+            name=name or kind,
+            home=home,
+            config_file=deploy / "airflow.cfg",
+            dags_folder=PROJECT_ROOT / "dags" / kind,
+            api_port=api_port,
+            scheduler_health_port=scheduler_health_port,
+            database_url=database_url,
+            local_settings=local_settings if local_settings.is_file() else None,
+        )
 
 
 class AirflowInstance:

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from archiver.archive import make_engine
 from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database
-from stack.settings import PROJECT_ROOT
 from tests.conftest import free_port, require
 from tests.e2e.conftest import postgres_available
 
@@ -24,15 +23,7 @@ TEMPLATE_DB = f"onboarding_archive_template_{os.getpid()}"
 
 
 def _instance(home: Path, database_url: str | None) -> AirflowInstance:
-    spec = InstanceSpec(
-        name="archive-test",
-        home=home,
-        config_file=PROJECT_ROOT / "deploy" / "realtime" / "airflow.cfg",
-        dags_folder=PROJECT_ROOT / "dags" / "realtime",
-        api_port=free_port(),
-        scheduler_health_port=free_port(),
-        database_url=database_url,
-    )
+    spec = InstanceSpec.from_deploy("realtime", home, free_port(), free_port(), database_url, name="archive-test")
     return AirflowInstance(spec, dict(os.environ))
 
 

@@ -19,7 +19,6 @@ import redis
 from onboarding.settings import StreamSettings
 from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database, ensure_postgres_database
 from stack.processes import ManagedProcess
-from stack.settings import PROJECT_ROOT
 from tests.conftest import free_port, require
 
 E2E_REDIS_URL = os.environ.get("E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -122,16 +121,7 @@ def running_realtime(
         client.delete(key)
     stack = RealtimeStack(db, None, streams, client, model_dir, home)  # type: ignore[arg-type]
     stack.instance = AirflowInstance(
-        InstanceSpec(
-            name="realtime",
-            home=home,
-            config_file=PROJECT_ROOT / "deploy" / "realtime" / "airflow.cfg",
-            dags_folder=PROJECT_ROOT / "dags" / "realtime",
-            api_port=free_port(),
-            scheduler_health_port=free_port(),
-            database_url=database_url,
-            local_settings=PROJECT_ROOT / "deploy" / "realtime" / "airflow_local_settings.py",
-        ),
+        InstanceSpec.from_deploy("realtime", home, free_port(), free_port(), database_url),
         {**os.environ, **stack.stream_env},
     )
     failed_before = session.testsfailed

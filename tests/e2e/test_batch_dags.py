@@ -20,7 +20,6 @@ from risk.model import load_training_data
 from risk.registry import history
 from risk.settings import RiskSettings
 from stack.instance import AirflowInstance, InstanceSpec
-from stack.settings import PROJECT_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import E2E_REDIS_URL
 
@@ -51,14 +50,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path):
     }
     champion.write_text(json.dumps(meta))
     instance = AirflowInstance(
-        InstanceSpec(
-            name="batch",
-            home=home,
-            config_file=PROJECT_ROOT / "deploy" / "batch" / "airflow.cfg",
-            dags_folder=PROJECT_ROOT / "dags" / "batch",
-            api_port=free_port(),
-            scheduler_health_port=free_port(),
-        ),
+        InstanceSpec.from_deploy("batch", home, free_port(), free_port()),
         {
             **os.environ,
             "REDIS_URL": E2E_REDIS_URL,
