@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from onboarding.errors import ConfigError
 from tests.archiver.seed import airflow_tables, seed_runs
 from tests.conftest import require
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
+REDIS_URL = os.environ.get("ARCHIVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 OLD = datetime.now(UTC) - timedelta(days=10)
 
 
