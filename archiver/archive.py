@@ -26,18 +26,19 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from archiver.errors import ArchiveError, ConcurrentChange, DatabaseError
 from archiver.settings import ArchiveSettings, InstanceDatabase
-from archiver.store import ArchiveStore, BatchRecord, canonical_json, checksum
+from archiver.store import ARROW_TYPES, ArchiveStore, BatchRecord, canonical_json
 from archiver.tables import KEEP_LAST_EXCLUDED_RUN_TYPES, ROOTS, Node, Root, tree
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ IN_CHUNK = 500  # keys per IN (...) list: far below SQLite's variable limit, che
 # other roots (log, job, asset events) hold this many times batch_size rows, for a similar size.
 ROWS_PER_RUN = 20
 DELETE_CHUNK = 2000
+# Serialization failure and deadlock: the batch changed under the move; it is copied again.
+RETRYABLE_PGCODES = ("40001", "40P01")
 
 
 def _pg_array_value(value: Any) -> Any:
@@ -71,35 +74,21 @@ def column_kind(column: sa.Column) -> str:
     return "string"
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _timestamp(v: datetime) -> int:
-    """Microseconds since the epoch, UTC (Parquet's timestamp[us, UTC] holds exactly that)."""
-    # Airflow stores UTC; SQLite and `timestamp without time zone` columns return it naive.
-    return ((v.replace(tzinfo=UTC) if v.tzinfo is None else v) - _EPOCH) // _MICROSECOND
-
-
 def _string(v: Any) -> str:
     if type(v) is str:
         return v
     return str(v.value) if isinstance(v, enum.Enum) else str(v)
 
 
-def _float(v: Any) -> float:
-    return v if type(v) is float else float(v)
+def _json_text(v: Any) -> str:
+    return v if type(v) is str else canonical_json(v)
 
 
-# None: the driver already returns the archive's type.
-_CONVERTERS: dict[str, Callable[[Any], Any] | None] = {
-    "int": None,
-    "float": _float,
-    "bool": None,
-    "timestamp": _timestamp,
-    "json": canonical_json,
-    "binary": bytes,
-    "string": _string,
+# Kinds whose driver values Arrow does not take as they are; the others (int, bool, str,
+# datetime, and JSON/UUID selected as text) go to Arrow's C++ converters in one call per column.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "float": float,  # PostgreSQL numeric arrives as Decimal
+    "binary": bytes,  # memoryview
 }
 
 
@@ -110,6 +99,10 @@ class TableShape:
     table: sa.Table
     kinds: list[tuple[str, str]]
     pk_index: list[int]
+    schema: pa.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schema = pa.schema([pa.field(name, ARROW_TYPES[kind]) for name, kind in self.kinds])
 
     @classmethod
     def of(cls, table: sa.Table) -> TableShape:
@@ -117,19 +110,40 @@ class TableShape:
         pk = [c.name for c in table.primary_key.columns] or names
         return cls(table, [(c.name, column_kind(c)) for c in table.columns], [names.index(n) for n in pk])
 
-    def archive_rows(self, rows: Iterable[sa.Row]) -> list[tuple]:
-        """Rows as the archive keeps them, sorted by primary key."""
-        converters = [(i, conv) for i, (_, kind) in enumerate(self.kinds) if (conv := _CONVERTERS[kind]) is not None]
-        out = []
-        for row in rows:
-            values = list(row)
-            for i, conv in converters:
-                if values[i] is not None:
-                    values[i] = conv(values[i])
-            out.append(tuple(values))
-        pk = self.pk_index
-        out.sort(key=(lambda r: r[pk[0]]) if len(pk) == 1 else (lambda r: tuple(r[i] for i in pk)))
+    @property
+    def pk_names(self) -> list[str]:
+        return [self.kinds[i][0] for i in self.pk_index]
+
+    def columns(self, dialect: str) -> list[sa.ColumnElement]:
+        """The select list: JSON and UUID columns as the text the database holds (no parsing)."""
+        out: list[sa.ColumnElement] = []
+        for column, (_, kind) in zip(self.table.columns, self.kinds, strict=True):
+            if kind == "json" or isinstance(column.type, sa.Uuid):
+                text = sa.cast(column, sa.Text) if dialect == "postgresql" else sa.type_coerce(column, sa.Text)
+                out.append(text.label(column.name))
+            else:
+                out.append(column)
         return out
+
+    def arrow_table(self, rows: Sequence[Sequence[Any]]) -> pa.Table:
+        """Rows as the archive keeps them: an Arrow table in this table's schema, sorted by primary key."""
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.kinds]
+        arrays = []
+        for values, (_name, kind), arrow_field in zip(columns, self.kinds, self.schema, strict=True):
+            convert = _CONVERTERS.get(kind)
+            if convert is not None:
+                values = [None if v is None else convert(v) for v in values]
+            try:
+                arrays.append(pa.array(values, type=arrow_field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                # A value of another Python type: an enum in a string column, or a number in a
+                # SQLite JSON column (its NUMERIC affinity stores the JSON text `0.42` as a REAL).
+                text = {"string": _string, "json": _json_text}.get(kind)
+                if text is None:
+                    raise
+                arrays.append(pa.array([None if v is None else text(v) for v in values], type=pa.string()))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        return table.sort_by([(name, "ascending") for name in self.pk_names]) if rows else table
 
 
 @dataclass
@@ -309,57 +323,67 @@ class Archiver:
 
     # --- reading a batch -------------------------------------------------------------------
 
-    def _select(self, conn: Connection, table: sa.Table, where: sa.ColumnElement, lock: bool) -> list[sa.Row]:
-        query = sa.select(*table.columns).where(where)
-        if lock and self.is_postgres:
-            query = query.with_for_update()
-        return list(conn.execute(query))
+    def _keys_in(self, column: sa.ColumnElement, keys: list[Any]) -> sa.ColumnElement:
+        """`column IN keys`: one array parameter on PostgreSQL (cheap to compile and plan)."""
+        if self.is_postgres:
+            array = sa.ARRAY(column.type)
+            values = [_pg_array_value(k) for k in keys]
+            return column == sa.any_(sa.cast(sa.bindparam(None, values, type_=array), array))
+        return column.in_(keys)
+
+    def _key_chunks(self, keys: list[Any]) -> Iterable[list[Any]]:
+        """All keys at once as one PostgreSQL array; IN lists of a bounded length on SQLite."""
+        return [keys] if self.is_postgres else _chunks(keys)
+
+    def _path_join(self, root: str, node: Node) -> sa.FromClause:
+        """The node's table joined up its foreign keys to the root table."""
+        by_table = {n.table: n for n in self.trees[root]}
+        joined: sa.FromClause = self.md.tables[node.table]
+        current = node
+        while current.parent is not None:
+            child, parent = self.md.tables[current.table], self.md.tables[current.parent]
+            on = sa.and_(
+                *(child.c[c] == parent.c[p] for c, p in zip(current.columns, current.parent_columns, strict=True))
+            )
+            joined = joined.join(parent, on)
+            current = by_table[current.parent]
+        return joined
 
     def _collect(
         self, conn: Connection, root: Root, keys: list[Any], cutoff: datetime, lock: bool, eligible_only: bool = True
-    ) -> dict[str, list[sa.Row]]:
-        """The batch's rows in every table of the root's tree (root rows still eligible only)."""
-        nodes = self.trees[root.table]
+    ) -> dict[str, list[Sequence[Any]]]:
+        """The batch's rows in every table of the root's tree (root rows still eligible only).
+
+        Root rows are read first (locked when `lock`: PostgreSQL `FOR UPDATE`), then each
+        table of the tree joined up to those root keys. Children take no row locks: the move
+        runs in a REPEATABLE READ transaction on PostgreSQL, so a child that changes or
+        appears after this read fails the delete (serialization failure or a row count that
+        differs) instead of being deleted unseen; SQLite holds its write lock throughout.
+        """
+        dialect = self.engine.dialect.name
         root_table = self.md.tables[root.table]
         pk = root_table.primary_key.columns[0]
-        rows: dict[str, list[sa.Row]] = {root.table: []}
-        for chunk in _chunks(keys):
-            where = pk.in_(chunk)
+        shape = self.shapes[root.table]
+        rows: dict[str, list[Sequence[Any]]] = {root.table: []}
+        for chunk in self._key_chunks(keys):
+            where = self._keys_in(pk, chunk)
             if eligible_only:
                 where = sa.and_(where, root.eligible(root_table, self.md, cutoff))
-            rows[root.table].extend(self._select(conn, root_table, where, lock))
-        for node in nodes[1:]:
-            parent_rows = rows[node.parent]
-            parent_index = [self.md.tables[node.parent].columns.keys().index(c) for c in node.parent_columns]
-            wanted = {tuple(r[i] for i in parent_index) for r in parent_rows}
-            wanted = {w for w in wanted if None not in w}
-            table = self.md.tables[node.table]
-            index = [table.columns.keys().index(c) for c in node.columns]
-            found: list[sa.Row] = []
-            if wanted:
-                # One IN list per column selects a superset; the exact tuples are kept below.
-                per_column = [list({w[i] for w in wanted}) for i in range(len(node.columns))]
-                longest = max(range(len(per_column)), key=lambda i: len(per_column[i]))
-                for chunk in _chunks(per_column[longest]):
-                    where = sa.and_(
-                        *(
-                            table.c[col].in_(chunk if i == longest else per_column[i])
-                            for i, col in enumerate(node.columns)
-                        )
-                    )
-                    found.extend(
-                        r for r in self._select(conn, table, where, lock) if tuple(r[i] for i in index) in wanted
-                    )
-            rows[node.table] = found
+            query = sa.select(*shape.columns(dialect)).where(where)
+            if lock and self.is_postgres:
+                query = query.with_for_update()
+            rows[root.table].extend(conn.execute(query).all())
+        found = [r[shape.pk_index[0]] for r in rows[root.table]]
+        for node in self.trees[root.table][1:]:
+            shape = self.shapes[node.table]
+            rows[node.table] = []
+            for chunk in self._key_chunks(found):
+                query = sa.select(*shape.columns(dialect)).select_from(self._path_join(root.table, node))
+                rows[node.table].extend(conn.execute(query.where(self._keys_in(pk, chunk))).all())
         return rows
 
-    def _fingerprints(self, rows: dict[str, list[sa.Row]]) -> dict[str, tuple[list[tuple], str]]:
-        out = {}
-        for name, table_rows in rows.items():
-            if table_rows:
-                archived = self.shapes[name].archive_rows(table_rows)
-                out[name] = (archived, checksum(archived))
-        return out
+    def _tables(self, rows: dict[str, list[Sequence[Any]]]) -> dict[str, pa.Table]:
+        return {name: self.shapes[name].arrow_table(table_rows) for name, table_rows in rows.items() if table_rows}
 
     # --- one batch -------------------------------------------------------------------------
 
@@ -370,6 +394,17 @@ class Archiver:
                     return
             except ConcurrentChange as err:
                 logger.warning("archive: %s (attempt %d of %d); copying it again", err, attempt, COPY_ATTEMPTS)
+                continue
+            except sa.exc.DBAPIError as err:
+                if getattr(err.orig, "pgcode", None) not in RETRYABLE_PGCODES:
+                    raise
+                logger.warning(
+                    "archive: batch %s changed while being moved (%s; attempt %d of %d); copying it again",
+                    record.batch_id,
+                    str(err.orig).strip().splitlines()[0],
+                    attempt,
+                    COPY_ATTEMPTS,
+                )
                 continue
             record.state = "deleted"
             self.store.save_batch(self.instance.name, record)
@@ -388,32 +423,28 @@ class Archiver:
     def _move(self, root: Root, record: BatchRecord, cutoff: datetime) -> bool:
         """Copy, verify and delete one batch in one transaction; False if nothing was left to move.
 
-        The transaction holds the batch's rows from the first read to the commit (PostgreSQL
-        row locks; SQLite's write lock), so what is deleted is exactly what was verified.
+        The transaction sees one snapshot of the batch from the first read to the commit
+        (PostgreSQL REPEATABLE READ with the root rows locked; SQLite's write lock), so what
+        is deleted is exactly what was verified.
         """
-        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+        options: dict[str, Any] = {"write": True}
+        if self.is_postgres:
+            options["isolation_level"] = "REPEATABLE READ"
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             rows = self._collect(conn, root, record.keys, cutoff, lock=True)
             if not rows[root.table]:
                 self._settle_empty(conn, root, record)
                 return False
-            root_pk = self.md.tables[root.table].primary_key.columns.keys()
-            key_index = self.md.tables[root.table].columns.keys().index(root_pk[0])
-            record.keys = [r[key_index] for r in rows[root.table]]
-            prints = self._fingerprints(rows)
-            current = {n: f.sha256 for n, f in record.files.items()}
-            if record.state == "copied" and current == {n: sha for n, (_, sha) in prints.items()}:
-                # Copied and verified by a run that died before its delete committed.
-                self.store.verify_batch(self.instance.name, record)
-            else:
-                record.files = {
-                    name: self.store.write_table(
-                        self.instance.name, name, record.week, record.batch_id, self.shapes[name].kinds, archived
-                    )
-                    for name, (archived, _sha) in prints.items()
-                }
+            record.keys = [r[self.shapes[root.table].pk_index[0]] for r in rows[root.table]]
+            tables = self._tables(rows)
+            if not (record.state == "copied" and self.store.holds(self.instance.name, record, tables)):
+                record.files = self.store.write_batch(
+                    self.instance.name, record.week, record.batch_id, tables, self.shapes
+                )
                 self.store.remove_batch_files(self.instance.name, record, keep=record.files)
                 record.state = "copied"
                 self.store.save_batch(self.instance.name, record)
+            # else: copied and verified by a run that died before its delete committed.
             self._kill_hook()
             for node in reversed(self.trees[root.table]):
                 if rows[node.table]:
@@ -439,16 +470,15 @@ class Archiver:
             record.state = "deleted"
         self.store.save_batch(self.instance.name, record)
 
-    def _delete_keys(self, conn: Connection, record: BatchRecord, name: str, rows: list[sa.Row]) -> None:
+    def _delete_keys(self, conn: Connection, record: BatchRecord, name: str, rows: list[Sequence[Any]]) -> None:
         table = self.md.tables[name]
-        pk = list(table.primary_key.columns) or list(table.columns)
-        names = table.columns.keys()
-        index = [names.index(c.name) for c in pk]
-        keys = [tuple(r[i] for i in index) for r in rows]
+        shape = self.shapes[name]
+        pk = [table.c[n] for n in shape.pk_names]
+        keys = [tuple(r[i] for i in shape.pk_index) for r in rows]
         deleted = 0
         for chunk in _chunks(keys, DELETE_CHUNK):
             if len(pk) == 1:
-                where = pk[0].in_([k[0] for k in chunk])
+                where = self._keys_in(pk[0], [k[0] for k in chunk])
             elif self.is_postgres:
                 # A long row-value IN list is slow to plan on PostgreSQL; unnest(arrays) is not.
                 arrays = [

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from archiver.store import ArchiveStore, canonical_json
+from archiver.store import ArchiveStore
 
 RUN_PREFIX = "signup__"
 DECISION_TASKS = ("enrich", "score", "decide")
@@ -66,9 +66,11 @@ def find_runs(store: ArchiveStore, user_id: str | None = None, event_id: str | N
         if event_id:
             mask = pc.equal(runs["run_id"], f"{RUN_PREFIX}{event_id}")
         else:
-            # conf is canonical JSON (sorted keys, no spaces): a substring test narrows the
-            # scan, the parsed conf decides.
-            mask = pc.match_substring(pc.fill_null(runs["conf"], ""), canonical_json({"user_id": user_id})[1:-1])
+            # conf is the JSON text the database held: a substring test narrows the scan (an
+            # id JSON would escape is not narrowed), the parsed conf decides.
+            plain = user_id.isascii() and user_id.isprintable() and not any(c in user_id for c in '"\\')
+            conf = pc.fill_null(runs["conf"], "")
+            mask = pc.match_substring(conf, user_id) if plain else pc.is_valid(conf)
         candidates = [_plain(r, ("conf",)) for r in runs.filter(mask).to_pylist()]
         matched = [
             r

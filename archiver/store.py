@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,23 +43,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def checksum(rows: Iterable[Sequence[Any]]) -> str:
-    """sha256 over one line per row, the `repr` of the row's tuple (the caller sorts by primary key).
-
-    Rows hold the values as the archive keeps them: str, int, float, bool, bytes or None,
-    timestamps as integer microseconds since the epoch (UTC), JSON as canonical text. So the
-    rows read from the database and the rows read back from Parquet give the same lines.
-    """
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(repr(tuple(row)).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+def rows_of(table: pa.Table) -> list[tuple]:
+    """An Arrow table's rows as tuples, in order."""
+    columns = [column.to_pylist() for column in table.columns]
+    return list(zip(*columns, strict=True)) if table.num_rows else []
 
 
 @dataclass
 class TableFile:
-    """One table's rows of one batch: where they are, how many, and their checksum."""
+    """One table's rows of one batch: where they are, how many, and the sha256 of the file."""
 
     table: str
     path: str  # relative to the instance's folder
@@ -81,7 +73,8 @@ class BatchRecord:
     updated_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not dataclasses.asdict: it deep-copies the (long) key list.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["files"] = {name: asdict(f) for name, f in self.files.items()}
         return data
 
@@ -124,48 +117,68 @@ class ArchiveStore:
 
     # --- Parquet -----------------------------------------------------------------------
 
-    def write_table(
-        self, instance: str, table: str, week: str, batch_id: str, columns: Sequence[tuple[str, str]], rows: list[tuple]
-    ) -> TableFile:
-        """Write one batch's rows of one table, read the file back and verify it.
+    def write_batch(
+        self, instance: str, week: str, batch_id: str, tables: Mapping[str, pa.Table], shapes: Mapping[str, Any]
+    ) -> dict[str, TableFile]:
+        """Write one batch's tables (one Parquet file each), make them durable, read them back and verify.
 
-        `rows` are already sorted by primary key and converted to their kinds' Python types.
+        Each file is written to a temporary name, fsynced and renamed; the folders are fsynced
+        once per batch. Then each file is read back from disk: its sha256 is taken and its
+        rows must equal, value for value, the rows read from the database.
         """
-        relative = f"{table}/week={week}/{batch_id}.parquet"
-        path = self.instance_dir(instance) / relative
-        expected = checksum(rows)
-        schema = pa.schema([pa.field(name, ARROW_TYPES[kind]) for name, kind in columns])
-        arrays = [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)]
-        data = pa.Table.from_arrays(arrays, schema=schema)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(data, tmp, compression="zstd")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        self.verify(path, len(rows), expected)
-        return TableFile(table, relative, len(rows), expected)
+        files: dict[str, TableFile] = {}
+        folders: set[Path] = set()
+        for name, table in tables.items():
+            relative = f"{name}/week={week}/{batch_id}.parquet"
+            path = self.instance_dir(instance) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd")
+            data = sink.getvalue()
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            folders.add(path.parent)
+            files[name] = TableFile(name, relative, table.num_rows, hashlib.sha256(data).hexdigest())
+        for folder in folders:
+            _fsync_dir(folder)
+        for name, entry in files.items():
+            self.verify(self.instance_dir(instance) / entry.path, entry.rows, entry.sha256, tables[name])
+        return files
+
+    def holds(self, instance: str, record: BatchRecord, tables: Mapping[str, pa.Table]) -> bool:
+        """Whether the batch's files (written by an earlier run) hold exactly these tables' rows."""
+        if set(record.files) != set(tables):
+            return False
+        try:
+            for name, entry in record.files.items():
+                self.verify(self.instance_dir(instance) / entry.path, entry.rows, entry.sha256, tables[name])
+        except VerificationError:
+            return False
+        return True
 
     def read_rows(self, path: Path) -> list[tuple]:
-        """A file's rows as tuples, timestamps as integer microseconds (as `checksum` expects)."""
-        data = pq.read_table(path)
-        columns = [
-            (col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else col).to_pylist() for col in data.columns
-        ]
-        return list(zip(*columns, strict=True)) if data.num_rows else []
+        """A file's rows as tuples (timestamps as timezone-aware datetimes)."""
+        return rows_of(pq.read_table(path))
 
-    def verify(self, path: Path, rows: int, sha256: str) -> None:
-        """Read a file back; raise VerificationError unless it holds exactly these rows."""
+    def verify(self, path: Path, rows: int, sha256: str, expected: pa.Table | None = None) -> None:
+        """Read a file back from disk; raise VerificationError unless it has this sha256 and row
+        count and (when given) holds exactly the `expected` rows."""
         try:
-            back = self.read_rows(path)
+            data = path.read_bytes()
+            back = pq.read_table(pa.BufferReader(data))
         except (OSError, pa.ArrowException) as err:
             raise VerificationError(str(path), f"cannot read it back: {err}") from err
-        if len(back) != rows:
-            raise VerificationError(str(path), f"{len(back)} rows read back, {rows} written")
-        got = checksum(back)
+        got = hashlib.sha256(data).hexdigest()
         if got != sha256:
-            raise VerificationError(str(path), f"checksum {got} read back, {sha256} written")
+            raise VerificationError(str(path), f"sha256 {got} read back, {sha256} written")
+        if back.num_rows != rows:
+            raise VerificationError(str(path), f"{back.num_rows} rows read back, {rows} written")
+        if expected is not None and not back.equals(expected):
+            raise VerificationError(str(path), "rows read back differ from the rows read from the database")
 
     def verify_batch(self, instance: str, record: BatchRecord) -> None:
         for entry in record.files.values():
