@@ -24,9 +24,11 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -200,7 +202,7 @@ class RunReport:
 def make_engine(url: str) -> Engine:
     """An engine for archiving: SQLite gets foreign keys on (as Airflow does) and explicit BEGINs."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=0)
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=8)
     engine = sa.create_engine(url, connect_args={"timeout": 60})
 
     @sa.event.listens_for(engine, "connect")
@@ -256,6 +258,7 @@ class Archiver:
         self.shapes: dict[str, TableShape] = {}
         self.trees: dict[str, tuple[Node, ...]] = {}
         self._copied_batches = 0
+        self._report_lock = threading.Lock()
 
     @property
     def is_postgres(self) -> bool:
@@ -408,15 +411,16 @@ class Archiver:
                 continue
             record.state = "deleted"
             self.store.save_batch(self.instance.name, record)
-            for name, entry in record.files.items():
-                report.add(name, entry.rows)
-            report.batches.append(
-                {
-                    "batch_id": record.batch_id,
-                    "week": record.week,
-                    "files": {n: vars(f) for n, f in record.files.items()},
-                }
-            )
+            with self._report_lock:
+                for name, entry in record.files.items():
+                    report.add(name, entry.rows)
+                report.batches.append(
+                    {
+                        "batch_id": record.batch_id,
+                        "week": record.week,
+                        "files": {n: vars(f) for n, f in record.files.items()},
+                    }
+                )
             return
         raise ArchiveError(f"{self.instance.name}: batch {record.batch_id} kept changing; left in the database")
 
@@ -519,6 +523,8 @@ class Archiver:
         try:
             self._reflect()
             report.alembic_revision = self._alembic_revision()
+            if not dry_run:
+                self._analyze()
             if dry_run:
                 self._dry_run(cutoff, report)
             else:
@@ -536,6 +542,28 @@ class Archiver:
             if not dry_run:
                 self.store.write_run_manifest(self.instance.name, report.manifest())
         return report
+
+    def _analyze(self) -> None:
+        """Fresh planner statistics for the tables a batch reads (PostgreSQL).
+
+        Batches read children by joining them up to the root keys; on statistics older than
+        a burst of runs (autovacuum analyzes late) the planner may scan whole tables for
+        each batch. ANALYZE samples a bounded number of rows, so this costs seconds at most.
+        """
+        if not self.is_postgres:
+            return
+        names = sorted({node.table for nodes in self.trees.values() for node in nodes})
+        started = time.monotonic()
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in names:
+                try:
+                    conn.exec_driver_sql(f'ANALYZE "{name}"')
+                except sa.exc.DBAPIError as err:  # e.g. not the tables' owner: plans may be slower
+                    logger.warning("archive: %s: cannot analyze %s: %s", self.instance.name, name, err.orig)
+                    return
+        logger.info(
+            "archive: %s: analyzed %d tables in %.1f s", self.instance.name, len(names), time.monotonic() - started
+        )
 
     def _alembic_revision(self) -> str:
         if "alembic_version" not in self.md.tables:
@@ -565,10 +593,34 @@ class Archiver:
                     root.table,
                     cutoff.isoformat(timespec="seconds"),
                 )
-            for record in self._plan(root, candidates, cutoff):
-                self.store.save_batch(self.instance.name, record)
-                self._process(root, record, cutoff, report)
+            self._process_all(root, list(self._plan(root, candidates, cutoff)), cutoff, report, started)
+
+    def _process_all(
+        self, root: Root, records: list[BatchRecord], cutoff: datetime, report: RunReport, started: float
+    ) -> None:
+        """Move a root's batches, `workers` at a time (disjoint keys, one transaction each)."""
+
+        def one(record: BatchRecord) -> None:
+            self.store.save_batch(self.instance.name, record)
+            self._process(root, record, cutoff, report)
+
+        workers = 1 if not self.is_postgres else self.settings.workers  # SQLite has one writer
+        if workers == 1:
+            for record in records:
+                one(record)
                 self._progress(report, started)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="archive") as pool:
+            futures = [pool.submit(one, record) for record in records]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    self._progress(report, started)
+            except BaseException:
+                # Batches already moving finish (or roll back) on their own; none starts.
+                for future in futures:
+                    future.cancel()
+                raise
 
     def _progress(self, report: RunReport, started: float) -> None:
         elapsed = time.monotonic() - started

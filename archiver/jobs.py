@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,14 @@ from archiver.store import ArchiveStore
 logger = logging.getLogger(__name__)
 
 
+def _lower_priority(nice: int) -> None:
+    """Run (and start the batch threads) at this niceness, so the realtime instance's
+    processes win the CPU; never raises the priority of a process already nicer."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
 def archive_all(
     settings: ArchiveSettings,
     client: redis.Redis | None,
@@ -33,6 +42,7 @@ def archive_all(
     With `client` None no lock is taken (for a caller that guarantees exclusivity itself,
     such as a Kubernetes CronJob with concurrencyPolicy Forbid).
     """
+    _lower_priority(settings.nice)
     lock = None
     if client is not None:
         # The lock expires on its own if this process dies; each batch renews it.

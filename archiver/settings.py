@@ -25,7 +25,9 @@ class InstanceDatabase:
 class ArchiveSettings:
     archive_dir: Path = PROJECT_ROOT / "var" / "archive"
     cutoff_days: float = 7.0
-    batch_size: int = 500  # DAG runs (or log/job rows) per copy-verify-delete transaction
+    batch_size: int = 2000  # DAG runs (or log/job rows) per copy-verify-delete transaction
+    workers: int = 2  # batches moved at once (PostgreSQL; SQLite has one writer): docs/archive.md
+    nice: int = 10  # CPU priority of the archiving process, below the realtime instance's
     instances: tuple[InstanceDatabase, ...] = field(default_factory=tuple)
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue: str = "maintenance"
@@ -72,6 +74,8 @@ class ArchiveSettings:
             archive_dir=env.path("ARCHIVE_DIR", home / "archive"),
             cutoff_days=env.float("ARCHIVE_CUTOFF_DAYS", cls.cutoff_days, minimum=0),
             batch_size=env.int("ARCHIVE_BATCH_SIZE", cls.batch_size, minimum=1),
+            workers=env.int("ARCHIVE_WORKERS", cls.workers, minimum=1),
+            nice=env.int("ARCHIVE_NICE", cls.nice, minimum=0),
             instances=tuple(instances),
             redis_url=env.str("REDIS_URL", cls.redis_url),
             queue=env.str("ARCHIVE_QUEUE", cls.queue),

@@ -91,6 +91,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=50_000, help="old onboarding runs to seed (~20.5 rows each)")
     parser.add_argument("--probes", type=int, default=20, help="signups per latency phase (idle, after)")
+    parser.add_argument("--workers", type=int, default=2, help="ARCHIVE_WORKERS: batches moved at once")
+    parser.add_argument("--batch-size", type=int, default=2000, help="ARCHIVE_BATCH_SIZE: runs per batch")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-archive.md")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="archive-bench-"))
@@ -110,7 +112,14 @@ def main() -> int:
         idle = _probe(stack, args.probes)
 
         archive_dir = base / "archive"
-        env = {**os.environ, "ARCHIVE_REALTIME_DB_URL": url, "ARCHIVE_DIR": str(archive_dir), "LOG_FORMAT": "text"}
+        env = {
+            **os.environ,
+            "ARCHIVE_REALTIME_DB_URL": url,
+            "ARCHIVE_DIR": str(archive_dir),
+            "ARCHIVE_WORKERS": str(args.workers),
+            "ARCHIVE_BATCH_SIZE": str(args.batch_size),
+            "LOG_FORMAT": "text",
+        }
         done = threading.Event()
         during: list[float] = []
         prober = threading.Thread(target=lambda: during.extend(_probe(stack, until=done)))
@@ -152,7 +161,10 @@ def main() -> int:
         "latency_after_archive": _summary(after),
         "tables": report["tables"],
     }
-    command = f"python benchmarks/archive_bench.py --runs {args.runs} --probes {args.probes}"
+    command = (
+        f"python benchmarks/archive_bench.py --runs {args.runs} --probes {args.probes} "
+        f"--workers {args.workers} --batch-size {args.batch_size}"
+    )
     table = "\n".join(
         [
             "| Phase | signups | p50 | p99 |",
