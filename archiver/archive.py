@@ -3,13 +3,12 @@
 For each batch of root rows (finished DAG runs, then asset events, jobs, log rows):
 
 1. *plan*: the batch's root keys go to the journal before anything is written;
-2. *copy*: read the batch's rows (root and its whole foreign-key tree), write one Parquet
-   file per table, read each back and compare row count and checksum; the journal entry
-   becomes `copied` with the checksums;
-3. *delete*: in one short transaction holding the rows (PostgreSQL `FOR UPDATE`, SQLite
-   `BEGIN IMMEDIATE`), read them again and compare with the journal; only if equal,
-   delete exactly those primary keys, children before parents, checking every row count;
-   commit; the journal entry becomes `deleted`.
+2. *copy*: read the batch's rows (root and its whole foreign-key tree, children joined up
+   to the root keys), write one Parquet file per table, read each back from disk and
+   compare sha256, row count and every value; the journal entry becomes `copied`;
+3. *delete*: in the same transaction (PostgreSQL REPEATABLE READ with the root rows
+   locked, SQLite `BEGIN IMMEDIATE`), delete exactly the primary keys read, children
+   before parents, checking every row count; commit; the journal entry becomes `deleted`.
 
 A run first finishes the batches the journal shows unfinished, with the same keys and file
 names, so a run killed at any point loses nothing and archives nothing twice: before the
