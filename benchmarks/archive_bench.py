@@ -124,11 +124,13 @@ def main() -> int:
         during: list[float] = []
         prober = threading.Thread(target=lambda: during.extend(_probe(stack, until=done)))
         prober.start()
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "archiver", "run", "--no-lock"], cwd=ROOT, env=env, capture_output=True, text=True
         )
         archive_s = time.monotonic() - started
+        load_after = os.getloadavg()[0]
         done.set()
         prober.join()
         if result.returncode != 0:
@@ -160,6 +162,9 @@ def main() -> int:
         "latency_during_archive": _summary(during),
         "latency_after_archive": _summary(after),
         "tables": report["tables"],
+        # The host is shared: the 1-minute load average around the archive run says how much.
+        "load_average_1m_before_after": [round(load_before, 1), round(load_after, 1)],
+        "cpus": os.cpu_count(),
     }
     command = (
         f"python benchmarks/archive_bench.py --runs {args.runs} --probes {args.probes} "
@@ -195,7 +200,9 @@ def main() -> int:
         f"| database size before | {figures['db_mb_before']} MB |\n"
         f"| database size after (space reusable, not returned) | {figures['db_mb_after']} MB |\n"
         f"| database size after VACUUM FULL of the per-run tables | {figures['db_mb_after_vacuum_full']} MB |\n"
-        f"| Parquet archive size | {figures['parquet_mb']} MB |\n\n"
+        f"| Parquet archive size | {figures['parquet_mb']} MB |\n"
+        f"| host load average (1 min) before / after the run, {figures['cpus']} CPUs | "
+        f"{load_before:.1f} / {load_after:.1f} |\n\n"
         "## Realtime latency (listener accepted -> decision published, one signup at a time)\n\n"
         f"{table}\n\n"
         "## Rows per table\n\n| Table | Rows |\n|---|---|\n"
