@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis
 
+from archiver.settings import ArchiveSettings
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
@@ -47,8 +48,15 @@ class Stack:
             "REDIS_URL": settings.redis_url,
             "RISK_MODEL_DIR": str(self.model_dir),
         }
-        self.realtime = self._instance("realtime", settings.realtime_api_port, settings.realtime_scheduler_health_port)
-        self.batch = self._instance("batch", settings.batch_api_port, settings.batch_scheduler_health_port)
+        self.realtime = self._instance(
+            "realtime",
+            settings.realtime_api_port,
+            settings.realtime_scheduler_health_port,
+            settings.realtime_log_server_port,
+        )
+        self.batch = self._instance(
+            "batch", settings.batch_api_port, settings.batch_scheduler_health_port, settings.batch_log_server_port
+        )
         self.supervisor = ManagedProcess(
             name="supervisor",
             argv=[sys.executable, "-m", "stack.supervisor", str(self.plan_file)],
@@ -57,10 +65,16 @@ class Stack:
             log_dir=self.log_dir,
         )
 
-    def _instance(self, kind: str, api_port: int, health_port: int) -> AirflowInstance:
+    def _instance(self, kind: str, api_port: int, health_port: int, log_server_port: int) -> AirflowInstance:
         db = self.settings.database_url if kind == "realtime" else self.settings.batch_database_url
         spec = InstanceSpec.from_deploy(kind, self.settings.home / kind, api_port, health_port, db)
-        return AirflowInstance(dataclasses.replace(spec, run_dir=self.run_dir, log_dir=self.log_dir), self.base_env)
+        spec = dataclasses.replace(
+            spec,
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+            extra_env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port)},
+        )
+        return AirflowInstance(spec, self.base_env)
 
     @property
     def plan_file(self) -> Path:
@@ -135,8 +149,9 @@ class Stack:
             "ARCHIVE_METRICS_PORT": str(self.settings.archive_metrics_port),
         }
         redis_url = self.settings.redis_url
+        queue = ArchiveSettings.from_env(archive_env).queue
         table += [
-            Service("rq-worker", [str(bin_dir / "rq"), "worker", "maintenance", "--url", redis_url], archive_env),
+            Service("rq-worker", [str(bin_dir / "rq"), "worker", queue, "--url", redis_url], archive_env),
             Service("rq-cron", [str(bin_dir / "rq"), "cron", "archiver.cron", "--url", redis_url], archive_env),
             # Its /healthz is red until the first weekly run succeeded; /metrics says it serves.
             Service(
