@@ -110,6 +110,8 @@ class Supervisor:
         self.plan = plan
         self.children = [_Child(s) for s in plan.services]
         self.stopping = False
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        plan.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- processes ---------------------------------------------------------------------
 
@@ -144,7 +146,8 @@ class Supervisor:
                 proc.wait()
             logger.info("stopped %s", child.service.name)
         (self.plan.run_dir / f"{child.service.name}.pid").unlink(missing_ok=True)
-        child.state = "stopped"
+        if proc is not None and child.state != "failed":  # a failed or never started one says so
+            child.state = "stopped"
 
     def _running(self, child: _Child) -> bool:
         return child.proc is not None and child.proc.poll() is None
