@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 from sqlalchemy.engine import make_url
@@ -76,23 +77,26 @@ def wait_workers(stack: RealtimeStack, count: int, timeout_s: float = 120) -> No
     last = ""
     while time.monotonic() < deadline:
         last = celery_call(stack, "app.control.ping(timeout=2.0)")
-        if last.count("pong") >= count:
+        if len(last) >= count:
             return
         time.sleep(1)
     raise AssertionError(f"{count} Celery workers did not answer within {timeout_s:.0f} s: {last}")
 
 
-def celery_call(stack: RealtimeStack, expression: str) -> str:
-    """JSON of a Celery control expression on the instance's Celery app (`app`)."""
+def celery_call(stack: RealtimeStack, expression: str) -> Any:
+    """A Celery control expression evaluated on the instance's Celery app (`app`)."""
     code = (
         "import json\n"
         "from airflow.providers.celery.executors.celery_executor_utils import app\n"
-        f"print(json.dumps({expression}))\n"
+        f"print('RESULT ' + json.dumps({expression}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=stack.instance.env(), capture_output=True, text=True, timeout=60
     )
-    return result.stdout.strip()
+    for line in reversed(result.stdout.splitlines()):  # Airflow may log to stdout first
+        if line.startswith("RESULT "):
+            return json.loads(line.removeprefix("RESULT "))
+    raise AssertionError(f"Celery call failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
 
 def decisions(stack: RealtimeStack) -> list[DecisionEvent]:
