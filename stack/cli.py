@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             status = stack.status()
             for name, state in status.items():
                 print(f"{name:26} {state}")
-            return 0 if all(s != "down" for s in status.values()) else 3
+            return 0 if all(s.startswith("up") for s in status.values()) else 3
         elif args.command == "logs":
             for path in stack.log_files():
                 if args.name in (None, path.stem):
