@@ -1,4 +1,5 @@
-"""The local stack: one machine running Redis, the realtime Airflow instance and the listener."""
+"""The local stack: the whole service on one machine (both Airflow instances, listeners, rq
+worker and cron, metrics endpoints) under a small supervisor."""
 
 from stack.errors import StackError
 from stack.instance import AirflowInstance, InstanceSpec

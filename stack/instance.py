@@ -38,6 +38,10 @@ class InstanceSpec:
     database_url: str | None = None  # None: SQLite in the instance's home
     local_settings: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Where the components' pid and log files go (default: run/ and logs/ in the home);
+    # the local stack keeps every service's log in one folder.
+    run_dir: Path | None = None
+    log_dir: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -171,8 +175,8 @@ class AirflowInstance:
                 name=f"{self.spec.name}-{component}",
                 argv=[sys.executable, "-m", "airflow", component],
                 env=env,
-                run_dir=self.home / "run",
-                log_dir=self.home / "logs",
+                run_dir=self.spec.run_dir or self.home / "run",
+                log_dir=self.spec.log_dir or self.home / "logs",
             )
             for component in COMPONENTS
         ]
@@ -195,8 +199,9 @@ class AirflowInstance:
         response.raise_for_status()
         return response.json()["access_token"]
 
-    def wait_ready(self, dag_ids: tuple[str, ...], timeout_s: float = 180.0) -> float:
-        """Wait until the API answers, the scheduler is healthy and the DAGs are registered.
+    def wait_ready(self, dag_ids: tuple[str, ...], timeout_s: float = 180.0, unpaused: bool = True) -> float:
+        """Wait until the API answers, the scheduler is healthy and the DAGs are registered
+        (and, with `unpaused`, not paused).
 
         Returns the seconds it took; raises StackError with the components' log tails.
         """
@@ -227,7 +232,7 @@ class AirflowInstance:
                         url = f"{self.spec.api_url}/api/v2/dags/{dag_id}"
                         response = httpx.get(url, headers=headers, timeout=5)
                         response.raise_for_status()
-                        if response.json().get("is_paused"):
+                        if unpaused and response.json().get("is_paused"):
                             raise StackError(f"DAG {dag_id} is paused")
                     return time.monotonic() - started
             except httpx.HTTPError:

@@ -12,14 +12,17 @@ from onboarding.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_realtime"
+POSTGRES_BATCH_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_batch"
 
 
 @dataclass(frozen=True)
 class StackSettings:
     """ONBOARDING_HOME (default var/ in the checkout) holds every instance's state and logs.
 
-    ONBOARDING_METADATA_DB: `sqlite` (default), `postgres` (a local server, database
-    onboarding_realtime) or a full SQLAlchemy URL.
+    ONBOARDING_METADATA_DB: `sqlite` (default), `postgres` (a local server, databases
+    onboarding_realtime and onboarding_batch) or a full SQLAlchemy URL of the realtime
+    database; the batch instance then uses the same server with the database name
+    suffixed `_batch` (or ONBOARDING_BATCH_METADATA_DB, a URL).
     """
 
     home: Path = PROJECT_ROOT / "var"
@@ -27,7 +30,16 @@ class StackSettings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     realtime_api_port: int = 28080
     realtime_scheduler_health_port: int = 28974
-    listener_metrics_port: int = 9108
+    listener_metrics_port: int = 9108  # listener i (0-based) serves on this port + i
+    listener_processes: int = 2
+    batch_api_port: int = 28090
+    batch_scheduler_health_port: int = 28984
+    archive_metrics_port: int = 9110
+    # The schedulers serve task logs to the UI on this port (Airflow's default 8793 would
+    # make the two instances collide).
+    realtime_log_server_port: int = 28793
+    batch_log_server_port: int = 28794
+    batch_metadata_db: str | None = None
 
     @property
     def database_url(self) -> str | None:
@@ -36,6 +48,20 @@ class StackSettings:
         if self.metadata_db == "postgres":
             return POSTGRES_DEFAULT_URL
         return self.metadata_db
+
+    @property
+    def batch_database_url(self) -> str | None:
+        """The batch instance's own database: never the realtime one."""
+        if self.batch_metadata_db:
+            return self.batch_metadata_db
+        if self.metadata_db == "sqlite":
+            return None
+        if self.metadata_db == "postgres":
+            return POSTGRES_BATCH_URL
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.metadata_db)
+        return url.set(database=f"{url.database}_batch").render_as_string(hide_password=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackSettings:
@@ -52,4 +78,13 @@ class StackSettings:
                 "REALTIME_SCHEDULER_HEALTH_PORT", cls.realtime_scheduler_health_port, minimum=1
             ),
             listener_metrics_port=env.int("LISTENER_METRICS_PORT", cls.listener_metrics_port, minimum=1),
+            listener_processes=env.int("ONBOARDING_LISTENERS", cls.listener_processes, minimum=1),
+            batch_api_port=env.int("BATCH_API_PORT", cls.batch_api_port, minimum=1),
+            batch_scheduler_health_port=env.int(
+                "BATCH_SCHEDULER_HEALTH_PORT", cls.batch_scheduler_health_port, minimum=1
+            ),
+            archive_metrics_port=env.int("ARCHIVE_METRICS_PORT", cls.archive_metrics_port, minimum=1),
+            batch_metadata_db=env.optional_str("ONBOARDING_BATCH_METADATA_DB"),
+            realtime_log_server_port=env.int("REALTIME_LOG_SERVER_PORT", cls.realtime_log_server_port, minimum=1),
+            batch_log_server_port=env.int("BATCH_LOG_SERVER_PORT", cls.batch_log_server_port, minimum=1),
         )

@@ -8,7 +8,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,9 +98,16 @@ def postgres_available() -> bool:
 
 @contextlib.contextmanager
 def running_realtime(
-    db: str, home: Path, model_dir: Path, session: pytest.Session, name: str
+    db: str,
+    home: Path,
+    model_dir: Path,
+    session: pytest.Session,
+    name: str,
+    extra_env: Callable[[str], dict[str, str]] | None = None,
 ) -> Iterator[RealtimeStack]:
-    """Start a realtime instance with its own streams; stop it and clean up afterwards."""
+    """Start a realtime instance with its own streams; stop it and clean up afterwards.
+
+    `extra_env(database_url)` adds settings to every component (e.g. another executor)."""
     client = redis.Redis.from_url(E2E_REDIS_URL)
     try:
         client.ping()
@@ -122,7 +129,7 @@ def running_realtime(
     stack = RealtimeStack(db, None, streams, client, model_dir, home)  # type: ignore[arg-type]
     stack.instance = AirflowInstance(
         InstanceSpec.from_deploy("realtime", home, free_port(), free_port(), database_url),
-        {**os.environ, **stack.stream_env},
+        {**os.environ, **stack.stream_env, **(extra_env(database_url or "") if extra_env else {})},
     )
     failed_before = session.testsfailed
     stack.instance.prepare()

@@ -1,0 +1,287 @@
+"""The local deployment: every part of the service on this machine, under `stack.supervisor`.
+
+Start order (each waits for the previous one to be healthy):
+    redis (only when none answers) -> realtime Airflow -> batch Airflow -> listeners
+    -> rq worker -> rq cron -> metrics endpoints
+The service table is `Stack.services()`; `stop` goes in the reverse order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+
+from archiver.settings import ArchiveSettings
+from risk.artifacts import current_version, load_model
+from risk.errors import RiskError
+from risk.settings import RiskSettings
+from stack.errors import StackError
+from stack.instance import AirflowInstance, InstanceSpec, current_env
+from stack.processes import ManagedProcess
+from stack.settings import StackSettings
+from stack.supervisor import Plan, Service, read_state
+
+REALTIME_DAGS = ("onboarding",)
+BATCH_DAGS = ("risk_model_retrain", "risk_drift")
+
+
+def step(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+class Stack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        home = settings.home
+        self.run_dir = home / "run"
+        self.log_dir = home / "logs"  # every service's log, in one place
+        self.model_dir = RiskSettings.from_env().model_dir
+        self.base_env = {
+            **current_env(),
+            "ONBOARDING_HOME": str(home),
+            "REDIS_URL": settings.redis_url,
+            "RISK_MODEL_DIR": str(self.model_dir),
+        }
+        self.realtime = self._instance(
+            "realtime",
+            settings.realtime_api_port,
+            settings.realtime_scheduler_health_port,
+            settings.realtime_log_server_port,
+        )
+        self.batch = self._instance(
+            "batch", settings.batch_api_port, settings.batch_scheduler_health_port, settings.batch_log_server_port
+        )
+        self.supervisor = ManagedProcess(
+            name="supervisor",
+            argv=[sys.executable, "-m", "stack.supervisor", str(self.plan_file)],
+            env=current_env(),
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+        )
+
+    def _instance(self, kind: str, api_port: int, health_port: int, log_server_port: int) -> AirflowInstance:
+        db = self.settings.database_url if kind == "realtime" else self.settings.batch_database_url
+        spec = InstanceSpec.from_deploy(kind, self.settings.home / kind, api_port, health_port, db)
+        spec = dataclasses.replace(
+            spec,
+            run_dir=self.run_dir,
+            log_dir=self.log_dir,
+            extra_env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port)},
+        )
+        return AirflowInstance(spec, self.base_env)
+
+    @property
+    def plan_file(self) -> Path:
+        return self.run_dir / "plan.json"
+
+    def listener_ports(self) -> list[int]:
+        return [self.settings.listener_metrics_port + i for i in range(self.settings.listener_processes)]
+
+    # -- the service table -----------------------------------------------------------------
+
+    def services(self, start_redis: bool) -> list[Service]:
+        """The process table, in start order."""
+        bin_dir = Path(sys.executable).parent
+        table: list[Service] = []
+        if start_redis:
+            table.append(
+                Service(
+                    "redis",
+                    [
+                        "redis-server",
+                        *("--bind", "127.0.0.1", "--port", str(_redis_port(self.settings.redis_url))),
+                        # AOF, fsync every second: a crash loses at most a second of signups.
+                        *("--save", "", "--appendonly", "yes", "--dir", str(self.settings.home / "redis")),
+                    ],
+                    current_env(),
+                    health=f"redis:{self.settings.redis_url}",
+                    ready_timeout_s=20,
+                )
+            )
+        for instance in (self.realtime, self.batch):
+            env = instance.env()
+            api, scheduler, dag_processor = instance.processes()  # stack.instance.COMPONENTS order
+            table += [
+                Service(
+                    api.name,
+                    api.argv,
+                    env,
+                    health=f"http:{instance.spec.api_url}/api/v2/monitor/health",
+                    ready_timeout_s=240,
+                ),
+                Service(
+                    scheduler.name,
+                    scheduler.argv,
+                    env,
+                    health=f"http:http://127.0.0.1:{instance.spec.scheduler_health_port}/health",
+                    ready_timeout_s=180,
+                ),
+                Service(dag_processor.name, dag_processor.argv, env, health="alive", alive_s=3),
+            ]
+        for i, port in enumerate(self.listener_ports(), start=1):
+            table.append(
+                Service(
+                    f"listener-{i}",
+                    [sys.executable, "-m", "listener"],
+                    {
+                        **self.base_env,
+                        "AIRFLOW_API_URL": self.realtime.spec.api_url,
+                        "AIRFLOW_USERNAME": "listener",
+                        "AIRFLOW_PASSWORD_FILE": str(self.realtime.listener_password_file),
+                        "LISTENER_METRICS_PORT": str(port),
+                        "LISTENER_CONSUMER": f"local-listener-{i}",  # one consumer group, N consumers
+                    },
+                    health=f"http:http://127.0.0.1:{port}/healthz",
+                    ready_timeout_s=60,
+                    stop_timeout_s=40,  # it finishes the entries in hand
+                )
+            )
+        archive_env = {
+            **self.base_env,
+            "ARCHIVE_REALTIME_DB_URL": self.realtime.database_url,
+            "ARCHIVE_BATCH_DB_URL": self.batch.database_url,
+            "ARCHIVE_METRICS_PORT": str(self.settings.archive_metrics_port),
+        }
+        redis_url = self.settings.redis_url
+        queue = ArchiveSettings.from_env(archive_env).queue
+        table += [
+            Service("rq-worker", [str(bin_dir / "rq"), "worker", queue, "--url", redis_url], archive_env),
+            Service("rq-cron", [str(bin_dir / "rq"), "cron", "archiver.cron", "--url", redis_url], archive_env),
+            # Its /healthz is red until the first weekly run succeeded; /metrics says it serves.
+            Service(
+                "archive-metrics",
+                [str(bin_dir / "onboarding-archive"), "serve-metrics"],
+                archive_env,
+                health=f"http:http://127.0.0.1:{self.settings.archive_metrics_port}/metrics",
+                ready_timeout_s=30,
+            ),
+            # The SLA server (issue 6) joins here, after the metrics endpoints it reads:
+            #   Service("sla", [str(bin_dir / "onboarding-sla"), "serve"],
+            #           {**self.base_env, <its port variable>: str(<its port>)},
+            #           health="http:http://127.0.0.1:<its port>/healthz", ready_timeout_s=30),
+            # plus its port in StackSettings (see docs/operations.md, "Adding a service").
+        ]
+        return table
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def redis_answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def ensure_model(self) -> None:
+        try:
+            version = current_version(self.model_dir)
+            load_model(self.model_dir, version)  # refuses a model that no longer fits the schema
+            step(f"risk model {version}")
+            return
+        except RiskError as err:
+            step(f"no usable risk model ({err}); training one (about a minute)")
+        from risk.cli import train_main
+
+        if train_main(["--repeats", "1"]) != 0:
+            raise StackError("training the risk model failed")
+
+    def up(self, timeout_s: float = 900) -> None:
+        if self.supervisor.running():
+            step(f"already up (supervisor pid {self.supervisor.pid()}); see `status`")
+            return
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        start_redis = not self.redis_answers()
+        if start_redis:
+            if shutil.which("redis-server") is None:
+                raise StackError(
+                    f"no Redis answers at {self.settings.redis_url} and redis-server is not installed; "
+                    "install it (apt-get install redis-server) or set REDIS_URL"
+                )
+            (self.settings.home / "redis").mkdir(parents=True, exist_ok=True)
+            step(f"no Redis at {self.settings.redis_url}: the supervisor starts redis-server")
+        else:
+            step(f"Redis answers at {self.settings.redis_url}")
+        self.ensure_model()
+        db = "PostgreSQL" if self.settings.database_url else "SQLite"
+        step(f"preparing the realtime and batch Airflow instances ({db} metadata) in {self.settings.home}")
+        with ThreadPoolExecutor(2) as pool:  # two databases: migrate them side by side
+            list(pool.map(lambda i: (i.prepare(), i.migrate()), (self.realtime, self.batch)))
+        plan = Plan(self.services(start_redis), self.run_dir, self.log_dir)
+        plan.write(self.plan_file)
+        (self.run_dir / "state.json").unlink(missing_ok=True)
+        self.supervisor.start()
+        step(f"supervisor started (pid {self.supervisor.pid()}); starting {len(plan.services)} services in order")
+        self._wait_running(plan, timeout_s)
+        self.realtime.wait_ready(REALTIME_DAGS, timeout_s=240)
+        self.batch.wait_ready(BATCH_DAGS, timeout_s=240, unpaused=False)
+        step(f"realtime Airflow {self.realtime.spec.api_url}, batch Airflow {self.batch.spec.api_url}")
+        step(f"listeners: metrics and health on ports {', '.join(map(str, self.listener_ports()))}")
+
+    def _wait_running(self, plan: Plan, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        announced: set[str] = set()
+        while time.monotonic() < deadline:
+            state = read_state(self.run_dir) or {}
+            for name, service in state.get("services", {}).items():
+                if service["state"] == "up" and name not in announced:
+                    announced.add(name)
+                    step(f"{name} up")
+            if state.get("phase") == "running":
+                return
+            if state.get("phase") in ("failed", "stopped") or not self.supervisor.running():
+                failed = [n for n, s in state.get("services", {}).items() if s["state"] == "failed"]
+                tails = "\n".join(f"--- {n} ---\n{self._tail(n)}" for n in failed)
+                raise StackError(f"the stack did not start ({', '.join(failed) or 'supervisor'} failed):\n{tails}")
+            time.sleep(0.5)
+        self.down()
+        raise StackError(f"the stack was not up after {timeout_s:.0f} s; stopped it")
+
+    def _tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def down(self) -> None:
+        if self.supervisor.stop(timeout_s=300):
+            step("stopped every service (reverse start order) and the supervisor")
+        # A supervisor that was killed leaves its children: stop what the pid files name.
+        state = read_state(self.run_dir) or {}
+        for name in reversed(list(state.get("services", {}))):
+            process = ManagedProcess(name, [], {}, self.run_dir, self.log_dir)
+            if process.stop(timeout_s=30):
+                step(f"stopped {name} (left behind by a supervisor that had died)")
+
+    def status(self) -> dict[str, str]:
+        """Each service's state as the supervisor sees it, checked against its pid."""
+        state = read_state(self.run_dir)
+        if state is None:
+            return {"supervisor": "down (never started here)"}
+        supervisor = self.supervisor.pid()
+        out = {"supervisor": f"up (pid {supervisor})" if supervisor else "down"}
+        for name, service in state["services"].items():
+            alive = ManagedProcess(name, [], {}, self.run_dir, self.log_dir).pid()
+            if alive and service["state"] == "up":
+                restarts = f", {service['restarts']} restart(s)" if service["restarts"] else ""
+                out[name] = f"up (pid {alive}{restarts})"
+            elif alive:
+                out[name] = f"{service['state']} (pid {alive})"
+            else:
+                out[name] = "down" if service["state"] in ("up", "stopped", "pending") else service["state"]
+        if "redis" not in out:
+            out["redis"] = f"up (external, {self.settings.redis_url})" if self.redis_answers() else "down"
+        return out
+
+    def log_files(self) -> list[Path]:
+        return sorted(self.log_dir.glob("*.log"))
+
+
+def _redis_port(url: str) -> int:
+    from urllib.parse import urlparse
+
+    return urlparse(url).port or 6379

@@ -1,0 +1,281 @@
+"""A small process supervisor for the local stack: one parent process that starts the
+services in order, waits for each to be healthy, restarts a crashed one with backoff and
+stops them all (SIGTERM, wait, SIGKILL) in reverse order when it receives SIGTERM.
+
+`onboarding-stack up` writes the service table (a JSON plan) and starts
+`python -m stack.supervisor PLAN` in the background; the supervisor writes each
+service's pid file (`run_dir/<name>.pid`, as `ManagedProcess` reads it), its log
+(`log_dir/<name>.log`) and the table's state (`state.json`) that `status` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from onboarding.logs import configure_logging
+
+logger = logging.getLogger("stack.supervisor")
+
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0  # a service up this long has its backoff reset
+
+
+@dataclass(frozen=True)
+class Service:
+    """One supervised command and how to tell that it is healthy.
+
+    health: `http:<url>` (answers 2xx), `redis:<url>` (answers PING) or `alive` (still
+    running after `alive_s`). `ready_timeout_s` bounds the wait in the ordered start.
+    """
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health: str = "alive"
+    ready_timeout_s: float = 120.0
+    alive_s: float = 3.0
+    stop_timeout_s: float = 30.0
+    cwd: str | None = None
+
+    def healthy(self) -> bool:
+        kind, _, target = self.health.partition(":")
+        try:
+            if kind == "http":
+                return httpx.get(target, timeout=2).is_success
+            if kind == "redis":
+                return bool(redis.Redis.from_url(target, socket_connect_timeout=1).ping())
+        except (httpx.HTTPError, redis.RedisError):
+            return False
+        return True  # `alive`: the caller checks that the process runs
+
+
+@dataclass(frozen=True)
+class Plan:
+    services: list[Service]
+    run_dir: Path
+    log_dir: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "run_dir": str(self.run_dir),
+            "log_dir": str(self.log_dir),
+            "services": [asdict(s) for s in self.services],
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the environment
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+
+    @classmethod
+    def read(cls, path: Path) -> Plan:
+        data = json.loads(path.read_text())
+        return cls(
+            services=[Service(**s) for s in data["services"]],
+            run_dir=Path(data["run_dir"]),
+            log_dir=Path(data["log_dir"]),
+        )
+
+
+@dataclass
+class _Child:
+    service: Service
+    proc: subprocess.Popen[bytes] | None = None
+    state: str = "pending"  # pending, starting, up, backoff, failed, stopped
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = BACKOFF_INITIAL_S
+    retry_at: float = 0.0
+    last_exit: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.children = [_Child(s) for s in plan.services]
+        self.stopping = False
+        plan.run_dir.mkdir(parents=True, exist_ok=True)
+        plan.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- processes ---------------------------------------------------------------------
+
+    def _spawn(self, child: _Child) -> None:
+        service = child.service
+        self.plan.log_dir.mkdir(parents=True, exist_ok=True)
+        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.plan.log_dir / f"{service.name}.log").open("ab") as log:
+            child.proc = subprocess.Popen(
+                service.argv,
+                env=service.env,
+                cwd=service.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the stop reaches its children
+            )
+        (self.plan.run_dir / f"{service.name}.pid").write_text(f"{child.proc.pid}\n")
+        child.started_at = time.monotonic()
+        child.state = "starting"
+        logger.info("started %s (pid %s)", service.name, child.proc.pid)
+
+    def _stop(self, child: _Child) -> None:
+        proc = child.proc
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(child.service.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in %.0f s; SIGKILL", child.service.name, child.service.stop_timeout_s)
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            logger.info("stopped %s", child.service.name)
+        (self.plan.run_dir / f"{child.service.name}.pid").unlink(missing_ok=True)
+        if proc is not None and child.state != "failed":  # a failed or never started one says so
+            child.state = "stopped"
+
+    def _running(self, child: _Child) -> bool:
+        return child.proc is not None and child.proc.poll() is None
+
+    def _ready(self, child: _Child) -> bool:
+        if not self._running(child):
+            return False
+        if child.service.health == "alive":
+            return time.monotonic() - child.started_at >= child.service.alive_s
+        return child.service.healthy()
+
+    # -- the table ---------------------------------------------------------------------
+
+    def write_state(self, phase: str) -> None:
+        data = {
+            "supervisor_pid": os.getpid(),
+            "phase": phase,  # starting, running, failed, stopping, stopped
+            "updated_at": time.time(),
+            "services": {
+                c.service.name: {
+                    "state": c.state,
+                    "pid": c.proc.pid if self._running(c) and c.proc else None,
+                    "restarts": c.restarts,
+                    "last_exit": c.last_exit,
+                    "health": c.service.health,
+                }
+                for c in self.children
+            },
+        }
+        tmp = self.plan.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.plan.state_file)
+
+    def start_in_order(self) -> bool:
+        """Start each service and wait for it to be healthy before the next one."""
+        for child in self.children:
+            if self.stopping:
+                return False
+            self._spawn(child)
+            self.write_state("starting")
+            deadline = time.monotonic() + child.service.ready_timeout_s
+            while not self._ready(child):
+                if self.stopping:
+                    return False
+                if not self._running(child):
+                    child.last_exit = child.proc.returncode if child.proc else None
+                    child.state = "failed"
+                    logger.error("%s exited during start (code %s)", child.service.name, child.last_exit)
+                    return False
+                if time.monotonic() > deadline:
+                    child.state = "failed"
+                    logger.error("%s not healthy after %.0f s", child.service.name, child.service.ready_timeout_s)
+                    return False
+                time.sleep(0.3)
+            child.state = "up"
+            logger.info("%s is up", child.service.name)
+            self.write_state("starting")
+        return True
+
+    def watch_once(self) -> None:
+        """Restart crashed services, with exponential backoff per service."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.state in ("up", "starting") and not self._running(child):
+                child.last_exit = child.proc.returncode if child.proc else None
+                if now - child.started_at > STABLE_AFTER_S:
+                    child.backoff_s = BACKOFF_INITIAL_S
+                child.state = "backoff"
+                child.retry_at = now + child.backoff_s
+                logger.warning(
+                    "%s exited (code %s); restarting in %.0f s", child.service.name, child.last_exit, child.backoff_s
+                )
+                child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
+            elif child.state == "backoff" and now >= child.retry_at:
+                child.restarts += 1
+                self._spawn(child)
+            elif child.state == "starting" and self._ready(child):
+                child.state = "up"
+                logger.info("%s is up again (restart %d)", child.service.name, child.restarts)
+
+    def run(self) -> int:
+        def on_signal(signum: int, _frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.write_state("starting")
+        ok = self.start_in_order()
+        if ok:
+            self.write_state("running")
+            while not self.stopping:
+                self.watch_once()
+                self.write_state("running")
+                time.sleep(0.5)
+        self.write_state("stopping" if ok or self.stopping else "failed")
+        failed = not ok and not self.stopping
+        for child in reversed(self.children):  # the reverse of the start order
+            self._stop(child)
+        self.write_state("failed" if failed else "stopped")
+        return 1 if failed else 0
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def read_state(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m stack.supervisor PLAN.json", file=sys.stderr)
+        return 2
+    configure_logging("supervisor")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return Supervisor(Plan.read(Path(args[0]))).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
