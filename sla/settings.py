@@ -47,7 +47,6 @@ class SlaSettings:
     archive_dir: Path | None = None
     # Instances whose scheduler heartbeat is exported (name, API base URL).
     airflow_instances: tuple[tuple[str, str], ...] = ()
-    shutdown_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SlaSettings:
@@ -77,5 +76,4 @@ class SlaSettings:
             log_format=log_format,
             archive_dir=Path(archive).expanduser() if archive else None,
             airflow_instances=_parse_instances(env.str("SLA_AIRFLOW_INSTANCES", f"realtime={airflow.url}")),
-            shutdown_timeout_s=env.float("SLA_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, minimum=0),
         )

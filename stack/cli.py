@@ -64,6 +64,14 @@ class Stack:
             run_dir=home / "run",
             log_dir=home / "logs",
         )
+        # The SLA service (page, latency metrics, overdue signups); SLA_PORT, default 9110.
+        self.sla = ManagedProcess(
+            name="sla",
+            argv=[sys.executable, "-m", "sla", "serve"],
+            env={**self.listener.env, "SLA_AIRFLOW_INSTANCES": f"realtime={self.realtime.spec.api_url}"},
+            run_dir=home / "run",
+            log_dir=home / "logs",
+        )
         self.redis_process = ManagedProcess(
             name="redis",
             argv=[
@@ -85,7 +93,7 @@ class Stack:
         )
 
     def all_processes(self) -> list[ManagedProcess]:
-        return [self.redis_process, *self.realtime.processes(), self.listener]
+        return [self.redis_process, *self.realtime.processes(), self.listener, self.sla]
 
     def ensure_redis(self) -> None:
         client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
@@ -138,6 +146,8 @@ class Stack:
         self.listener.start()
         self._wait_listener()
         step(f"listener up (metrics and health on 127.0.0.1:{self.settings.listener_metrics_port})")
+        self.sla.start()
+        step(f"SLA page on http://127.0.0.1:{self.sla.env.get('SLA_PORT', '9110')}/sla")
 
     def _wait_listener(self, timeout_s: float = 30) -> None:
         url = f"http://127.0.0.1:{self.settings.listener_metrics_port}/healthz"
@@ -157,6 +167,8 @@ class Stack:
         # Listener first: it finishes the entry in hand; then Airflow; Redis last.
         if self.listener.stop(timeout_s=40):
             step("stopped listener")
+        if self.sla.stop(timeout_s=15):
+            step("stopped the SLA service")
         self.realtime.stop()
         step("stopped realtime Airflow")
         if self.redis_process.stop():
