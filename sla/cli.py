@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -124,7 +125,8 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
     client = redis.Redis.from_url(settings.streams.redis_url)
     metrics = SlaMetrics(settings)
     metrics.registry.register(StreamCollector(client, settings))
-    metrics.registry.register(SchedulerCollector(settings.airflow_instances))
+    schedulers = SchedulerCollector(settings.airflow_instances)
+    metrics.registry.register(schedulers)
     archive = ArchiveStore(settings.archive_dir) if settings.archive_dir else None
     if archive is not None:
         metrics.registry.register(StoreCollector(archive))
@@ -152,6 +154,8 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
         )
 
     server = serve(settings.host, settings.port, metrics.registry, healthy, page)
+    stop_polling = threading.Event()
+    schedulers.run_polling(stop_polling)
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("sla: received %s; stopping", signal.Signals(signum).name)
@@ -176,6 +180,7 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
         logger.error("sla: redis failed: %s", err)
         return 1
     finally:
+        stop_polling.set()
         server.shutdown()
         if airflow is not None:
             airflow.close()

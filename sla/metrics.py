@@ -8,6 +8,7 @@ are right even just after a restart.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -170,11 +171,42 @@ def overdue_now(client: redis.Redis, settings: SlaSettings, now: float | None = 
 
 
 class SchedulerCollector(Collector):
-    """Seconds since each Airflow instance's scheduler last heartbeat (its public health API)."""
+    """Seconds since each Airflow instance's scheduler last heartbeat (its public health API).
 
-    def __init__(self, instances: tuple[tuple[str, str], ...], timeout_s: float = 3.0) -> None:
+    `poll()` asks the APIs (a background thread calls it); a scrape only reads the last
+    answers, so a slow api-server never makes the scrape time out.
+    """
+
+    def __init__(self, instances: tuple[tuple[str, str], ...], timeout_s: float = 5.0) -> None:
         self.instances = instances
         self.timeout_s = timeout_s
+        self._latest: dict[str, tuple[float | None, bool]] = {}
+        self._lock = threading.Lock()
+
+    def poll(self) -> None:
+        for name, url in self.instances:
+            beat_ts, healthy = None, False
+            try:
+                body = httpx.get(f"{url}/api/v2/monitor/health", timeout=self.timeout_s).json()
+                scheduler = body.get("scheduler") or {}
+                healthy = scheduler.get("status") == "healthy"
+                beat = scheduler.get("latest_scheduler_heartbeat")
+                beat_ts = datetime.fromisoformat(beat).timestamp() if beat else None
+            except (httpx.HTTPError, ValueError, AttributeError) as err:
+                logger.warning("sla: health API of %s (%s) failed: %s", name, url, err)
+                beat_ts = self._latest.get(name, (None, False))[0]  # the age keeps growing meanwhile
+            with self._lock:
+                self._latest[name] = (beat_ts, healthy)
+
+    def run_polling(self, stop: threading.Event, interval_s: float = 5.0) -> threading.Thread:
+        def loop() -> None:
+            while not stop.is_set():
+                self.poll()
+                stop.wait(interval_s)
+
+        thread = threading.Thread(target=loop, name="scheduler-health", daemon=True)
+        thread.start()
+        return thread
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         age = GaugeMetricFamily(
@@ -187,18 +219,13 @@ class SchedulerCollector(Collector):
             "1 if the instance's health API reports its scheduler healthy, 0 if not or unreachable.",
             labels=["instance"],
         )
-        for name, url in self.instances:
-            beat = None
-            status = None
-            try:
-                body = httpx.get(f"{url}/api/v2/monitor/health", timeout=self.timeout_s).json()
-                status = (body.get("scheduler") or {}).get("status")
-                beat = (body.get("scheduler") or {}).get("latest_scheduler_heartbeat")
-            except (httpx.HTTPError, ValueError) as err:
-                logger.warning("sla: health API of %s (%s) failed: %s", name, url, err)
-            healthy.add_metric([name], 1.0 if status == "healthy" else 0.0)
-            if beat:
-                age.add_metric([name], max(0.0, time.time() - datetime.fromisoformat(beat).timestamp()))
+        with self._lock:
+            latest = dict(self._latest)
+        now = time.time()
+        for name, (beat_ts, ok) in latest.items():
+            healthy.add_metric([name], 1.0 if ok else 0.0)
+            if beat_ts is not None:
+                age.add_metric([name], max(0.0, now - beat_ts))
         yield age
         yield healthy
 

@@ -221,3 +221,41 @@ def test_page_shows_live_figures(redis_client: redis.Redis) -> None:
     assert 'id="latency-p50">2.00 s<' in page
     assert 'id="compliance">90.00 %<' in page
     assert "SLO met" in page
+
+
+def test_scheduler_heartbeat_age_comes_from_the_health_api_and_survives_an_outage() -> None:
+    import json as jsonlib
+    import threading
+    from datetime import UTC, datetime, timedelta
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    beat = (datetime.now(UTC) - timedelta(seconds=42)).isoformat()
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = jsonlib.dumps({"scheduler": {"status": "healthy", "latest_scheduler_heartbeat": beat}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    from sla.metrics import SchedulerCollector
+
+    collector = SchedulerCollector((("realtime", f"http://127.0.0.1:{server.server_address[1]}"),), timeout_s=2)
+    metrics = SlaMetrics(SETTINGS)
+    metrics.registry.register(collector)
+    collector.poll()
+    text = scrape(metrics)
+    assert 40 <= sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{instance="realtime"}') < 100
+    assert sample(text, 'onboarding_airflow_scheduler_healthy{instance="realtime"}') == 1
+    server.shutdown()
+    server.server_close()
+    collector.poll()  # the API is gone: unhealthy, and the age keeps counting from the last beat
+    text = scrape(metrics)
+    assert sample(text, 'onboarding_airflow_scheduler_healthy{instance="realtime"}') == 0
+    assert sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{instance="realtime"}') >= 40
