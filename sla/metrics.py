@@ -211,13 +211,13 @@ class SchedulerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         age = GaugeMetricFamily(
             "onboarding_airflow_scheduler_heartbeat_age_seconds",
-            "Seconds since the scheduler's latest heartbeat, per Airflow instance.",
-            labels=["instance"],
+            "Seconds since the scheduler's latest heartbeat, per Airflow instance (label airflow).",
+            labels=["airflow"],
         )
         healthy = GaugeMetricFamily(
             "onboarding_airflow_scheduler_healthy",
             "1 if the instance's health API reports its scheduler healthy, 0 if not or unreachable.",
-            labels=["instance"],
+            labels=["airflow"],
         )
         with self._lock:
             latest = dict(self._latest)

@@ -127,7 +127,11 @@ def prometheus_config(tmp: Path, listener_port: int, sla_port: int) -> Path:
         "rule_files": [str(path) for path in RULES],
         "scrape_configs": [
             {"job_name": "onboarding-listener", "static_configs": [{"targets": [f"127.0.0.1:{listener_port}"]}]},
-            {"job_name": "onboarding-sla", "static_configs": [{"targets": [f"127.0.0.1:{sla_port}"]}]},
+            {
+                "job_name": "onboarding-sla",
+                "honor_labels": True,  # as deploy/prometheus/prometheus.yml
+                "static_configs": [{"targets": [f"127.0.0.1:{sla_port}"]}],
+            },
         ],
     }
     path = tmp / "prometheus.yml"
@@ -247,8 +251,8 @@ def test_prometheus_scrapes_the_real_path_and_the_dead_letter_alert_fires(
     )
     eventually(lambda: (m.value("sum(onboarding_decisions_total)") or 0) >= VALID, "decisions by outcome")
     eventually(lambda: m.query('onboarding_stream_lag{group="onboarding-listener"}'), "listener group lag")
-    eventually(lambda: m.query('onboarding_airflow_scheduler_heartbeat_age_seconds{instance="realtime"}'), "heartbeat")
-    assert m.value('onboarding_airflow_scheduler_healthy{instance="realtime"}') == 1
+    eventually(lambda: m.query('onboarding_airflow_scheduler_heartbeat_age_seconds{airflow="realtime"}'), "heartbeat")
+    assert m.value('onboarding_airflow_scheduler_healthy{airflow="realtime"}') == 1
     eventually(lambda: m.query('onboarding_archive_last_success_timestamp_seconds{instance="realtime"}'), "archive")
     # Recording rules (evaluated every 30 s).
     eventually(lambda: m.query("onboarding:decision_latency_seconds:p95_5m"), "p95 recording rule", timeout_s=90)

@@ -251,11 +251,11 @@ def test_scheduler_heartbeat_age_comes_from_the_health_api_and_survives_an_outag
     metrics.registry.register(collector)
     collector.poll()
     text = scrape(metrics)
-    assert 40 <= sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{instance="realtime"}') < 100
-    assert sample(text, 'onboarding_airflow_scheduler_healthy{instance="realtime"}') == 1
+    assert 40 <= sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{airflow="realtime"}') < 100
+    assert sample(text, 'onboarding_airflow_scheduler_healthy{airflow="realtime"}') == 1
     server.shutdown()
     server.server_close()
     collector.poll()  # the API is gone: unhealthy, and the age keeps counting from the last beat
     text = scrape(metrics)
-    assert sample(text, 'onboarding_airflow_scheduler_healthy{instance="realtime"}') == 0
-    assert sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{instance="realtime"}') >= 40
+    assert sample(text, 'onboarding_airflow_scheduler_healthy{airflow="realtime"}') == 0
+    assert sample(text, 'onboarding_airflow_scheduler_heartbeat_age_seconds{airflow="realtime"}') >= 40
