@@ -86,6 +86,16 @@ class AirflowClient:
         data = response.json()
         return DagRun(run_id=data["dag_run_id"], state=data["state"], conf=data.get("conf") or {})
 
+    def clear_run(self, run_id: str) -> bool:
+        """Clear every task of a run so it runs again (the SLA redrive). False: no such run."""
+        path = f"/api/v2/dags/{self.settings.dag_id}/dagRuns/{run_id}/clear"
+        response = self._request("POST", path, json={"dry_run": False})
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise self._classify(response)
+        return True
+
     def check(self) -> None:
         """Raise AirflowUnavailable unless the API answers and the DAG is known."""
         response = self._request("GET", f"/api/v2/dags/{self.settings.dag_id}")

@@ -32,6 +32,7 @@ from listener.errors import AirflowRejected, AirflowUnavailable
 from listener.metrics import ListenerMetrics
 from listener.retention import trim_stream
 from listener.settings import ListenerSettings
+from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now
 from onboarding.errors import InvalidEvent
 from onboarding.schema import SignupEvent, parse_signup
@@ -293,6 +294,8 @@ class Listener:
             return True
         if outcome is None:
             return False
+        # Before the ack: a crash in between re-delivers the entry, it is never left untracked.
+        record_accepted(self.redis, self.settings.streams, event.event_id, time.time(), conf)
         self.redis.xack(self.stream, self.settings.group, entry_id)
         self.metrics.trigger_seconds.observe(time.monotonic() - started)
         self.metrics.events.labels("triggered" if outcome is TriggerOutcome.CREATED else "duplicate").inc()

@@ -93,3 +93,12 @@ ensure_postgres() {
   for _ in $(seq 50); do postgres_answers && return 0; sleep 0.2; done
   echo "PostgreSQL does not answer on 127.0.0.1:5432 as user postgres" >&2; return 1
 }
+
+# Prometheus + promtool (alert rule tests, the SLA integration test) and headless Chromium
+# (the SLA page test), from Debian, only when missing.
+ensure_monitoring_tools() {
+  local missing=()
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v chromium >/dev/null || missing+=(chromium)
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}

@@ -161,11 +161,23 @@ class Stack:
                 health=f"http:http://127.0.0.1:{self.settings.archive_metrics_port}/metrics",
                 ready_timeout_s=30,
             ),
-            # The SLA server (issue 6) joins here, after the metrics endpoints it reads:
-            #   Service("sla", [str(bin_dir / "onboarding-sla"), "serve"],
-            #           {**self.base_env, <its port variable>: str(<its port>)},
-            #           health="http:http://127.0.0.1:<its port>/healthz", ready_timeout_s=30),
-            # plus its port in StackSettings (see docs/operations.md, "Adding a service").
+            # The SLA service: page, end-to-end latency metrics, overdue signups, both
+            # schedulers' heartbeats and the archive's status (docs/sla.md).
+            Service(
+                "sla",
+                [str(bin_dir / "onboarding-sla"), "serve"],
+                {
+                    **archive_env,
+                    "AIRFLOW_API_URL": self.realtime.spec.api_url,
+                    "AIRFLOW_USERNAME": "listener",
+                    "AIRFLOW_PASSWORD_FILE": str(self.realtime.listener_password_file),
+                    "SLA_PORT": str(self.settings.sla_port),
+                    "SLA_AIRFLOW_INSTANCES": f"realtime={self.realtime.spec.api_url},batch={self.batch.spec.api_url}",
+                    "ARCHIVE_DIR": str(ArchiveSettings.from_env(archive_env).archive_dir),
+                },
+                health=f"http:http://127.0.0.1:{self.settings.sla_port}/healthz",
+                ready_timeout_s=60,
+            ),
         ]
         return table
 
@@ -221,6 +233,7 @@ class Stack:
         self.batch.wait_ready(BATCH_DAGS, timeout_s=240, unpaused=False)
         step(f"realtime Airflow {self.realtime.spec.api_url}, batch Airflow {self.batch.spec.api_url}")
         step(f"listeners: metrics and health on ports {', '.join(map(str, self.listener_ports()))}")
+        step(f"SLA page http://127.0.0.1:{self.settings.sla_port}/sla (metrics on /metrics)")
 
     def _wait_running(self, plan: Plan, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -36,6 +36,7 @@ SERVICES = [
     "rq-worker",
     "rq-cron",
     "archive-metrics",
+    "sla",
 ]
 
 
@@ -80,6 +81,7 @@ def stack_env(tmp_path: Path, trained_model_dir: Path):
         "LISTENER_METRICS_PORT": str(free_port()),
         "ONBOARDING_LISTENERS": "1",
         "ARCHIVE_METRICS_PORT": str(free_port()),
+        "SLA_PORT": str(free_port()),
         "REALTIME_LOG_SERVER_PORT": str(free_port()),
         "BATCH_LOG_SERVER_PORT": str(free_port()),
         "ARCHIVE_QUEUE": f"stack-e2e-maintenance-{os.getpid()}",

@@ -1,0 +1,81 @@
+"""Signups accepted but not yet decided: the listener records them, the SLA observer clears them.
+
+A sorted set `<signups stream>:awaiting` holds each accepted event id scored by its accept
+time (Unix seconds), and a hash `<signups stream>:awaiting:conf` keeps the run conf the
+listener sent, so an overdue signup can be re-triggered even if Airflow lost its run.
+Recording is skipped when the decision is already out (its publish marker exists), in one
+atomic step, so a duplicate delivery after the decision never shows up as overdue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from onboarding.decision import marker_key
+from onboarding.settings import StreamSettings
+
+_RECORD_UNLESS_DECIDED = """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def awaiting_key(streams: StreamSettings) -> str:
+    return f"{streams.signups_stream}:awaiting"
+
+
+def conf_key(streams: StreamSettings) -> str:
+    return f"{streams.signups_stream}:awaiting:conf"
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """One accepted signup still waiting for its decision."""
+
+    event_id: str
+    accepted_ts: float
+
+
+def record_accepted(
+    client: redis.Redis, streams: StreamSettings, event_id: str, accepted_ts: float, conf: dict[str, Any]
+) -> bool:
+    """Remember an accepted signup until its decision is observed. False: already decided."""
+    keys = (awaiting_key(streams), conf_key(streams), marker_key(streams.decisions_stream, event_id))
+    payload = json.dumps(conf, separators=(",", ":"))
+    return bool(client.eval(_RECORD_UNLESS_DECIDED, 3, *keys, event_id, accepted_ts, payload))
+
+
+def clear_awaiting(client: redis.Redis, streams: StreamSettings, *event_ids: str) -> None:
+    if not event_ids:
+        return
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrem(awaiting_key(streams), *event_ids)
+        pipe.hdel(conf_key(streams), *event_ids)
+        pipe.execute()
+
+
+def awaiting_before(client: redis.Redis, streams: StreamSettings, cutoff_ts: float) -> list[Awaiting]:
+    """Accepted signups, oldest first, accepted at or before `cutoff_ts` and not yet decided."""
+    rows = client.zrangebyscore(awaiting_key(streams), "-inf", cutoff_ts, withscores=True)
+    return [Awaiting(_text(member), float(score)) for member, score in rows]
+
+
+def awaiting_count(client: redis.Redis, streams: StreamSettings) -> int:
+    return int(client.zcard(awaiting_key(streams)))
+
+
+def accepted_conf(client: redis.Redis, streams: StreamSettings, event_id: str) -> dict[str, Any] | None:
+    raw = client.hget(conf_key(streams), event_id)
+    return json.loads(raw) if raw else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,163 @@
+"""The decision observer: its own consumer group on the decisions stream sees every decision
+once, feeds the latency metrics, clears the signup from the awaiting set and keeps a
+short window of latencies for the SLA page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from onboarding.awaiting import clear_awaiting
+from onboarding.decision import DecisionEvent
+from sla.metrics import STAGES, SlaMetrics
+from sla.settings import SlaSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observed:
+    at: float  # when the observer saw it (Unix seconds)
+    latency_s: float | None
+    decision: str
+    failed: bool
+
+
+class Window:
+    """The decisions of the last `span_s` seconds, for the page's live figures."""
+
+    def __init__(self, span_s: float) -> None:
+        self.span_s = span_s
+        self._items: deque[Observed] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, item: Observed) -> None:
+        with self._lock:
+            self._items.append(item)
+            self._trim(item.at)
+
+    def items(self, now: float | None = None) -> list[Observed]:
+        with self._lock:
+            self._trim(now or time.time())
+            return list(self._items)
+
+    def _trim(self, now: float) -> None:
+        while self._items and self._items[0].at < now - self.span_s:
+            self._items.popleft()
+
+
+class DecisionObserver:
+    def __init__(self, client: redis.Redis, settings: SlaSettings, metrics: SlaMetrics) -> None:
+        self.redis = client
+        self.settings = settings
+        self.metrics = metrics
+        self.window = Window(settings.page_window_s)
+        self._stop = threading.Event()
+        self._last_loop = time.monotonic()
+
+    @property
+    def stream(self) -> str:
+        return self.settings.streams.decisions_stream
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def seconds_since_loop(self) -> float:
+        return time.monotonic() - self._last_loop
+
+    def ensure_group(self) -> None:
+        # From now on: replaying a week of history would show as a burst of fresh decisions.
+        try:
+            self.redis.xgroup_create(self.stream, self.settings.group, id="$", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    def run(self, burst: bool = False, max_messages: int | None = None) -> int:
+        """Observe decisions until stopped; burst: only what is there now. Returns how many."""
+        self.ensure_group()
+        seen = 0
+        start = "0"  # first our own pending entries (a previous incarnation's), then new ones
+        while not self._stop.is_set():
+            self._tick()
+            budget = 100 if max_messages is None else min(100, max_messages - seen)
+            entries = self._read(start, budget, block=not burst and start == ">")
+            if not entries:
+                if start == "0":
+                    start = ">"
+                    continue
+                if burst:
+                    break
+                continue
+            for entry_id, fields in entries:
+                self.observe_fields(fields)
+                self.redis.xack(self.stream, self.settings.group, entry_id)
+                seen += 1
+            if max_messages is not None and seen >= max_messages:
+                break
+        return seen
+
+    def _tick(self) -> None:
+        self._last_loop = time.monotonic()
+        self.metrics.last_loop.set(time.time())
+
+    def _read(self, start: str, count: int, block: bool) -> list[tuple[str, dict[Any, Any]]]:
+        reply = self.redis.xreadgroup(
+            self.settings.group,
+            self.settings.consumer,
+            {self.stream: start},
+            count=count,
+            block=self.settings.block_ms if block else None,
+        )
+        return [(_text(entry_id), fields) for _stream, entries in reply or [] for entry_id, fields in entries if fields]
+
+    def observe_fields(self, fields: dict[Any, Any]) -> None:
+        raw = fields.get(b"payload") or fields.get("payload")
+        try:
+            event = DecisionEvent.from_dict(json.loads(raw))
+        except (TypeError, ValueError, KeyError) as err:
+            logger.warning("sla: unreadable decision entry skipped: %s", err)
+            return
+        self.observe(event)
+
+    def observe(self, event: DecisionEvent) -> None:
+        self.metrics.decisions.labels(event.decision, event.model_version or "none").inc()
+        if event.error:
+            self.metrics.pipeline_failures.inc()
+        latency = event.latency_s("accepted_at", "published_at")
+        if latency is None:
+            self.metrics.unmeasured.inc()
+        else:
+            self.metrics.latency.observe(max(0.0, latency))
+        for stage, start, end in STAGES:
+            seconds = event.latency_s(start, end)
+            if seconds is not None:
+                self.metrics.stage.labels(stage).observe(max(0.0, seconds))
+        clear_awaiting(self.redis, self.settings.streams, event.event_id)
+        self.window.add(Observed(time.time(), latency, event.decision, bool(event.error)))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def iter_latencies(items: list[Observed]) -> Iterator[float]:
+    return (item.latency_s for item in items if item.latency_s is not None)
