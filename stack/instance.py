@@ -84,16 +84,26 @@ class AirflowInstance:
 
     def _secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        values = {
-            "jwt_secret": secrets.token_urlsafe(48),
-            "admin_password": secrets.token_urlsafe(18),
-            "listener_password": secrets.token_urlsafe(24),
+        values = json.loads(path.read_text()) if path.exists() else {}
+        # Generated at first start, never a default; a home from before a secret existed
+        # gets it added (security: the FAB session key is shared like the JWT secret).
+        wanted = {
+            "jwt_secret": lambda: secrets.token_urlsafe(48),
+            "api_secret_key": lambda: secrets.token_urlsafe(48),
+            "admin_password": lambda: secrets.token_urlsafe(18),
+            "listener_password": lambda: secrets.token_urlsafe(24),
         }
-        self.home.mkdir(parents=True, exist_ok=True)
-        _write_private(path, json.dumps(values))
+        missing = {key: make() for key, make in wanted.items() if key not in values}
+        if missing:
+            values.update(missing)
+            self.home.mkdir(parents=True, exist_ok=True)
+            _write_private(path, json.dumps(values))
         return values
+
+    @property
+    def uses_fab(self) -> bool:
+        """Whether the instance's config selects the FAB auth manager (users live in its database)."""
+        return "FabAuthManager" in self.spec.config_file.read_text()
 
     @property
     def passwords_file(self) -> Path:
@@ -137,6 +147,7 @@ class AirflowInstance:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.spec.api_url}/execution/",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.spec.scheduler_health_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": values["api_secret_key"],
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "PYTHONUNBUFFERED": "1",
         }
@@ -163,6 +174,30 @@ class AirflowInstance:
         if self.database_url.startswith("postgresql"):
             ensure_postgres_database(self.database_url)
         self.airflow("db", "migrate")
+        if self.uses_fab:
+            self.create_users()
+
+    def create_users(self) -> None:
+        """FAB: the admin and listener users with their generated passwords, and the listener's
+        least-privilege role (stack/access.py). Idempotent; run after every migrate."""
+        values = self._secrets()
+        env = {
+            **self.env(),
+            "ACCESS_ADMIN_PASSWORD": values["admin_password"],
+            "ACCESS_LISTENER_PASSWORD": values["listener_password"],
+            # The instance's config turns startup syncing off for the api-server; here it must run.
+            "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "stack.access"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=PROJECT_ROOT,
+        )
+        if result.returncode != 0:
+            raise StackError(f"creating the Airflow users failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
     def processes(self) -> list[ManagedProcess]:
         env = self.env()
