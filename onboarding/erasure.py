@@ -28,7 +28,7 @@ from typing import Any
 import redis
 
 from onboarding.decision import marker_key
-from onboarding.settings import StreamSettings
+from onboarding.settings import StreamSettings, redacted_url
 
 FINGERPRINT = "{stream}:fingerprint:{event_id}"
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         archive_dir = args.archive_dir or ArchiveSettings.from_env().archive_dir
         archive_report = erase_user(ArchiveStore(archive_dir), args.user_id, args.dry_run)
     except redis.RedisError as err:
-        print(f"onboarding-erase: Redis at {streams.redis_url.split('@')[-1]} failed: {err}", file=sys.stderr)
+        print(f"onboarding-erase: Redis at {redacted_url(streams.redis_url)} failed: {err}", file=sys.stderr)
         return 1
     run_ids = sorted(
         {run_id_for(e) for e in stream_report.event_ids} | {r.rsplit("/", 1)[1] for r in archive_report.runs}

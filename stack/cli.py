@@ -22,7 +22,7 @@ import redis
 from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
 from onboarding.publisher import new_signup, publish_signup
-from onboarding.settings import StreamSettings
+from onboarding.settings import StreamSettings, redacted_url
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
@@ -96,11 +96,11 @@ class Stack:
             pass
         if shutil.which("redis-server") is None:
             raise StackError(
-                f"no Redis answers at {self.settings.redis_url} and redis-server is not installed; "
+                f"no Redis answers at {redacted_url(self.settings.redis_url)} and redis-server is not installed; "
                 "install it (apt-get install redis-server) or set REDIS_URL"
             )
         (self.settings.home / "redis").mkdir(parents=True, exist_ok=True)
-        step(f"starting redis-server on {self.settings.redis_url}")
+        step(f"starting redis-server on {redacted_url(self.settings.redis_url)}")
         self.redis_process.start()
         for _ in range(50):
             try:
@@ -170,7 +170,7 @@ class Stack:
         if out["redis"] == "down":
             try:
                 redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=1).ping()
-                out["redis"] = f"up (external, {self.settings.redis_url})"
+                out["redis"] = f"up (external, {redacted_url(self.settings.redis_url)})"
             except redis.RedisError:
                 pass
         return out
