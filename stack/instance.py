@@ -176,6 +176,8 @@ class AirflowInstance:
         self.airflow("db", "migrate")
         if self.uses_fab:
             self.create_users()
+            if self.database_url.startswith("sqlite"):
+                _use_wal(self.home / "airflow.db")
 
     def create_users(self) -> None:
         """FAB: the admin and listener users with their generated passwords, and the listener's
@@ -273,6 +275,20 @@ class AirflowInstance:
                 time.sleep(0.5)
         tails = "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.processes())
         raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
+
+
+def _use_wal(db_file: Path) -> None:
+    """SQLite in WAL mode (persistent in the file): readers no longer block writers.
+
+    The FAB auth manager's login path leaves its session's read transaction open after a
+    token request; in SQLite's default rollback-journal mode that shared lock blocks every
+    commit of the scheduler and of running tasks until the session is next used (seen as
+    "database is locked" and a scheduler exit under load). PostgreSQL is unaffected.
+    """
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _write_private(path: Path, content: str) -> None:

@@ -98,9 +98,12 @@ def postgres_available() -> bool:
 
 @contextlib.contextmanager
 def running_realtime(
-    db: str, home: Path, model_dir: Path, session: pytest.Session, name: str
+    db: str, home: Path, model_dir: Path, session: pytest.Session, name: str, task_redis_url: str | None = None
 ) -> Iterator[RealtimeStack]:
-    """Start a realtime instance with its own streams; stop it and clean up afterwards."""
+    """Start a realtime instance with its own streams; stop it and clean up afterwards.
+
+    `task_redis_url`: the Redis URL the DAG's tasks get (e.g. with an ACL user's credentials);
+    by default the test's own."""
     client = redis.Redis.from_url(E2E_REDIS_URL)
     try:
         client.ping()
@@ -122,7 +125,7 @@ def running_realtime(
     stack = RealtimeStack(db, None, streams, client, model_dir, home)  # type: ignore[arg-type]
     stack.instance = AirflowInstance(
         InstanceSpec.from_deploy("realtime", home, free_port(), free_port(), database_url),
-        {**os.environ, **stack.stream_env},
+        {**os.environ, **stack.stream_env, **({"REDIS_URL": task_redis_url} if task_redis_url else {})},
     )
     failed_before = session.testsfailed
     stack.instance.prepare()
