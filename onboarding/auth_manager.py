@@ -12,6 +12,7 @@ tests/e2e/test_security.py::test_listener_credential_is_refused_everywhere_else.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
@@ -29,3 +30,13 @@ class OnboardingFabAuthManager(FabAuthManager):
         ):
             return False
         return super().is_authorized_dag(method=method, user=user, access_entity=access_entity, details=details)
+
+    def generate_jwt(self, user: Any, **kwargs: Any) -> str:
+        token = super().generate_jwt(user, **kwargs)
+        # A login (POST /auth/token) leaves FAB's session in an open transaction (it updates
+        # the user's login count, then reads the user again). On SQLite that held the
+        # database's write lock until the worker next used the session, stalling the
+        # scheduler for tens of seconds; end the transaction with the request.
+        with contextlib.suppress(Exception):  # best effort: never fail a login over this
+            self.security_manager.session.commit()
+        return token
