@@ -28,6 +28,7 @@ from archiver.settings import ArchiveSettings
 from archiver.store import ArchiveStore
 from onboarding.errors import OnboardingError
 from onboarding.logs import configure_logging
+from onboarding.settings import redacted_url
 
 logger = logging.getLogger("archiver.cli")
 
@@ -85,7 +86,8 @@ def _run(settings: ArchiveSettings, instances: list[str] | None, no_lock: bool) 
     try:
         reports = archive_all(settings, client, instances)
     except redis.RedisError as err:
-        print(f"onboarding-archive: Redis at {settings.redis_url} (the run lock) failed: {err}", file=sys.stderr)
+        where = redacted_url(settings.redis_url)
+        print(f"onboarding-archive: Redis at {where} (the run lock) failed: {err}", file=sys.stderr)
         return 1
     for report in reports:
         print(
@@ -141,7 +143,7 @@ def _worker_check(settings: ArchiveSettings) -> int:
         workers = Worker.all(queue=Queue(settings.queue, connection=client))
         schedulers = CronScheduler.all(client)
     except redis.RedisError as err:
-        print(f"unhealthy: Redis at {settings.redis_url}: {err}")
+        print(f"unhealthy: Redis at {redacted_url(settings.redis_url)}: {err}")
         return 1
     problems = []
     if not workers:

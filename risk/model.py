@@ -127,6 +127,15 @@ REASON_GROUP = {
 }
 
 
+def generic_reason_text(name: str) -> str:
+    """A reason's text without the applicant's value: what a decision event carries (the app
+    holds the application itself; other readers of the decisions stream need no more)."""
+    if name == "monthly_amount":
+        return "Monthly repayment for the credit requested"
+    feature = FEATURES_BY_NAME.get(name)
+    return feature.reason if feature is not None else name.replace("_", " ")
+
+
 def _reason_text(name: str, application: dict[str, Any]) -> str:
     if name == "monthly_amount":
         monthly = float(application["credit_amount"]) / max(1, int(application["duration_months"]))

@@ -13,7 +13,7 @@ import redis
 
 from onboarding.decision import DecisionEvent, publish_decision, utc_now
 from risk.artifacts import LoadedModel
-from risk.model import probability_bad, reason_codes
+from risk.model import generic_reason_text, probability_bad, reason_codes
 from risk.policy import Decision, Policy
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,10 @@ def decision_event(
             user_id=decided["user_id"],
             decision=decided["decision"],
             score=decided["score"],
-            reason_codes=decided["reason_codes"],
+            # Personal data (issue 9): codes and weights, not the applicant's values.
+            reason_codes=[
+                {**r, "text": generic_reason_text(r["code"])} if r.get("code") else r for r in decided["reason_codes"]
+            ],
             model_version=decided["model_version"],
             run_id=run_id,
             timestamps=dict(decided["timestamps"]),

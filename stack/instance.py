@@ -88,16 +88,26 @@ class AirflowInstance:
 
     def _secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        values = {
-            "jwt_secret": secrets.token_urlsafe(48),
-            "admin_password": secrets.token_urlsafe(18),
-            "listener_password": secrets.token_urlsafe(24),
+        values = json.loads(path.read_text()) if path.exists() else {}
+        # Generated at first start, never a default; a home from before a secret existed
+        # gets it added (security: the FAB session key is shared like the JWT secret).
+        wanted = {
+            "jwt_secret": lambda: secrets.token_urlsafe(48),
+            "api_secret_key": lambda: secrets.token_urlsafe(48),
+            "admin_password": lambda: secrets.token_urlsafe(18),
+            "listener_password": lambda: secrets.token_urlsafe(24),
         }
-        self.home.mkdir(parents=True, exist_ok=True)
-        _write_private(path, json.dumps(values))
+        missing = {key: make() for key, make in wanted.items() if key not in values}
+        if missing:
+            values.update(missing)
+            self.home.mkdir(parents=True, exist_ok=True)
+            _write_private(path, json.dumps(values))
         return values
+
+    @property
+    def uses_fab(self) -> bool:
+        """Whether the instance's config selects the FAB auth manager (users live in its database)."""
+        return "FabAuthManager" in self.spec.config_file.read_text()
 
     @property
     def passwords_file(self) -> Path:
@@ -141,6 +151,7 @@ class AirflowInstance:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.spec.api_url}/execution/",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.spec.scheduler_health_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": values["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": values["api_secret_key"],
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "PYTHONUNBUFFERED": "1",
         }
@@ -167,6 +178,32 @@ class AirflowInstance:
         if self.database_url.startswith("postgresql"):
             ensure_postgres_database(self.database_url)
         self.airflow("db", "migrate")
+        if self.uses_fab:
+            self.create_users()
+            if self.database_url.startswith("sqlite"):
+                _use_wal(self.home / "airflow.db")
+
+    def create_users(self) -> None:
+        """FAB: the admin and listener users with their generated passwords, and the listener's
+        least-privilege role (stack/access.py). Idempotent; run after every migrate."""
+        values = self._secrets()
+        env = {
+            **self.env(),
+            "ACCESS_ADMIN_PASSWORD": values["admin_password"],
+            "ACCESS_LISTENER_PASSWORD": values["listener_password"],
+            # The instance's config turns startup syncing off for the api-server; here it must run.
+            "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "stack.access"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=PROJECT_ROOT,
+        )
+        if result.returncode != 0:
+            raise StackError(f"creating the Airflow users failed:\n{(result.stdout + result.stderr)[-3000:]}")
 
     def processes(self) -> list[ManagedProcess]:
         env = self.env()
@@ -243,6 +280,20 @@ class AirflowInstance:
                 time.sleep(0.5)
         tails = "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.processes())
         raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
+
+
+def _use_wal(db_file: Path) -> None:
+    """SQLite in WAL mode (persistent in the file): readers no longer block writers.
+
+    The FAB auth manager's login path leaves its session's read transaction open after a
+    token request; in SQLite's default rollback-journal mode that shared lock blocks every
+    commit of the scheduler and of running tasks until the session is next used (seen as
+    "database is locked" and a scheduler exit under load). PostgreSQL is unaffected.
+    """
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _write_private(path: Path, content: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from archiver.settings import ArchiveSettings
+from onboarding.settings import redacted_url
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
@@ -211,13 +212,13 @@ class Stack:
         if start_redis:
             if shutil.which("redis-server") is None:
                 raise StackError(
-                    f"no Redis answers at {self.settings.redis_url} and redis-server is not installed; "
+                    f"no Redis answers at {redacted_url(self.settings.redis_url)} and redis-server is not installed; "
                     "install it (apt-get install redis-server) or set REDIS_URL"
                 )
             (self.settings.home / "redis").mkdir(parents=True, exist_ok=True)
-            step(f"no Redis at {self.settings.redis_url}: the supervisor starts redis-server")
+            step(f"no Redis at {redacted_url(self.settings.redis_url)}: the supervisor starts redis-server")
         else:
-            step(f"Redis answers at {self.settings.redis_url}")
+            step(f"Redis answers at {redacted_url(self.settings.redis_url)}")
         self.ensure_model()
         db = "PostgreSQL" if self.settings.database_url else "SQLite"
         step(f"preparing the realtime and batch Airflow instances ({db} metadata) in {self.settings.home}")
@@ -287,7 +288,7 @@ class Stack:
             else:
                 out[name] = "down" if service["state"] in ("up", "stopped", "pending") else service["state"]
         if "redis" not in out:
-            out["redis"] = f"up (external, {self.settings.redis_url})" if self.redis_answers() else "down"
+            out["redis"] = f"up (external, {redacted_url(self.settings.redis_url)})" if self.redis_answers() else "down"
         return out
 
     def log_files(self) -> list[Path]:

@@ -104,10 +104,13 @@ def running_realtime(
     session: pytest.Session,
     name: str,
     extra_env: Callable[[str], dict[str, str]] | None = None,
+    task_redis_url: str | None = None,
 ) -> Iterator[RealtimeStack]:
     """Start a realtime instance with its own streams; stop it and clean up afterwards.
 
-    `extra_env(database_url)` adds settings to every component (e.g. another executor)."""
+    `extra_env(database_url)` adds settings to every component (e.g. another executor).
+    `task_redis_url`: the Redis URL the DAG's tasks get (e.g. with an ACL user's credentials);
+    by default the test's own."""
     client = redis.Redis.from_url(E2E_REDIS_URL)
     try:
         client.ping()
@@ -129,7 +132,12 @@ def running_realtime(
     stack = RealtimeStack(db, None, streams, client, model_dir, home)  # type: ignore[arg-type]
     stack.instance = AirflowInstance(
         InstanceSpec.from_deploy("realtime", home, free_port(), free_port(), database_url),
-        {**os.environ, **stack.stream_env, **(extra_env(database_url or "") if extra_env else {})},
+        {
+            **os.environ,
+            **stack.stream_env,
+            **(extra_env(database_url or "") if extra_env else {}),
+            **({"REDIS_URL": task_redis_url} if task_redis_url else {}),
+        },
     )
     failed_before = session.testsfailed
     stack.instance.prepare()

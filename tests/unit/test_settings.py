@@ -61,3 +61,11 @@ def test_risk_settings() -> None:
     settings = RiskSettings.from_env({"RISK_MODEL_DIR": "/models", "RISK_REVIEW_COST": "0.5"})
     assert str(settings.model_dir) == "/models"
     assert settings.review_cost == 0.5
+
+
+def test_urls_in_messages_hide_their_password() -> None:
+    from onboarding.settings import redacted_url
+
+    assert redacted_url("redis://listener:s3cret@redis:6380/0") == "redis://listener:***@redis:6380/0"
+    assert redacted_url("rediss://:s3cret@redis/1") == "rediss://:***@redis/1"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -1,0 +1,199 @@
+"""Redis ACL users: each component gets the keys and commands its job needs, nothing else.
+
+A leaked credential then does little: the app's password cannot read signups, the
+listener's cannot forge decisions, the publisher's cannot read applications, the rq
+worker's cannot touch the streams. Rules are built from the stream names (StreamSettings),
+so a deployment with other names gets matching rules.
+
+    onboarding-redis-acl render            # an ACL file for Redis' `aclfile` (hashed passwords)
+    onboarding-redis-acl apply --url URL   # ACL SETUSER on a running Redis, as an admin
+
+Passwords come from REDIS_ACL_PASSWORD_<ROLE> or, for Kubernetes Secrets mounted as
+files, REDIS_ACL_PASSWORD_<ROLE>_FILE (ROLE: APP, LISTENER, PUBLISHER, DRIFT, WORKER, OPERATOR,
+SLA). A role without a password is rendered disabled (`off`), never password-less.
+Each component then connects with its user in REDIS_URL: redis://listener:<password>@host/0
+(rediss:// with TLS in production, see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from onboarding.settings import StreamSettings
+
+# What every client needs to connect (redis-py also tries CLIENT SETINFO, Redis >= 7.2, and
+# ignores a refusal; Redis 7.0 does not know it, so it cannot be granted there).
+_CONNECT = tuple("+ping +select +auth +hello +client|setname +client|getname".split())
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    purpose: str
+    rules: tuple[str, ...]  # keys (~ %R~ %W~), channels (&), commands (+ -), selectors (...)
+
+
+def _glob(name: str) -> str:
+    """A stream name as a literal ACL key pattern (escape the glob characters)."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in name)
+
+
+def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding:archive:lock") -> list[Role]:
+    s = streams or StreamSettings()
+    signups, decisions, dead = _glob(s.signups_stream), _glob(s.decisions_stream), _glob(s.dead_letter_stream)
+    return [
+        Role(
+            "app",
+            "product app: add signups, read decisions",
+            (f"%W~{signups}", f"%R~{decisions}", "-@all", *_CONNECT, "+xadd", "+xread", "+xrange", "+xrevrange"),
+        ),
+        Role(
+            "listener",
+            "signup listener: consume signups, fingerprints, dead letters, trim both streams, drift gauge",
+            (
+                f"~{signups}",
+                f"~{signups}:fingerprint:*",
+                "-@all",
+                *_CONNECT,
+                *"+multi +exec +discard +exists +set +xgroup|create +xreadgroup +xack +xautoclaim +xclaim".split(),
+                *"+xpending +xinfo|groups +xtrim".split(),
+                # Selectors bind commands to keys: XADD only to the dead letters, so a leaked
+                # listener password cannot forge a decision; retention trims the decisions.
+                f"(%W~{dead} +xadd)",
+                f"(~{decisions} +xtrim +xinfo|groups +xpending +exists)",
+                "(%R~risk:drift:* +hgetall)",
+            ),
+        ),
+        Role(
+            "publisher",
+            "onboarding DAG tasks: publish each decision once (Lua: GET marker, XADD, SET marker)",
+            # Commands a script calls are checked against the caller's ACL too (Redis 7).
+            # EVAL declares both keys, so it needs a selector holding both; the commands inside
+            # still need their own grants, and there is none for reading the decisions.
+            (
+                f"~{decisions}:published:*",
+                "-@all",
+                *_CONNECT,
+                "+get",
+                "+set",
+                f"(%W~{decisions} +xadd)",
+                f"(~{decisions} ~{decisions}:published:* +eval)",
+            ),
+        ),
+        Role(
+            "drift",
+            "batch drift DAG: read recent signups, write the drift hash",
+            (
+                "~risk:drift:*",
+                "-@all",
+                *_CONNECT,
+                *"+multi +exec +del +hset +hgetall".split(),
+                f"(%R~{signups} +xrange +xrevrange)",
+            ),
+        ),
+        Role(
+            "worker",
+            "rq worker and archiver: rq's own keys and channels, the archive run lock",
+            (
+                "~rq:*",
+                f"~{_glob(archive_lock)}",
+                "&rq:*",
+                "-@all",
+                *_CONNECT,
+                *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),
+                *"+@scripting +@pubsub +@connection -@dangerous -script|flush -script|kill +info".split(),
+            ),
+        ),
+        Role(
+            "operator",
+            "operators' tools: dead-letter replay, decisions view, onboarding-erase",
+            (
+                f"~{signups}",
+                f"~{signups}:*",
+                f"~{decisions}",
+                f"~{decisions}:*",
+                "-@all",
+                *_CONNECT,
+                *"+@read +scan +xdel +del +xadd +eval".split(),
+            ),
+        ),
+        # Slot for the SLA observer (sla/ package, issue 6): its own consumer group on the
+        # decisions stream (XREADGROUP updates the group, so read-write on the key but no
+        # XADD, XDEL or XTRIM: it cannot change a decision) and its sorted sets under sla:*.
+        Role(
+            "sla",
+            "SLA observer: read decisions through its consumer group, keep its sorted set",
+            (
+                "~sla:*",
+                "-@all",
+                *_CONNECT,
+                *"+zadd +zrem +zrange +zrangebyscore +zremrangebyscore +zcard +zscore +expire +multi +exec".split(),
+                f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange"
+                " +xrevrange)",
+            ),
+        ),
+    ]
+
+
+def password_for(role: str, environ: Mapping[str, str]) -> str | None:
+    key = f"REDIS_ACL_PASSWORD_{role.upper()}"
+    if environ.get(key):
+        return environ[key]
+    path = environ.get(f"{key}_FILE")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    return None
+
+
+def acl_rule(role: Role, password: str | None) -> list[str]:
+    """The ACL SETUSER arguments after the name; the password only as its sha256 (`#<hash>`)."""
+    auth = ["on", f"#{hashlib.sha256(password.encode()).hexdigest()}"] if password else ["off"]
+    return ["reset", *auth, *role.rules]
+
+
+def render(streams: StreamSettings, environ: Mapping[str, str], user_prefix: str = "") -> str:
+    lines = ["# Generated by onboarding-redis-acl render; the default user must be disabled or"]
+    lines.append("# given a strong password by the Redis configuration itself (see docs/security.md).")
+    for role in roles(streams):
+        lines.append(f"# {role.purpose}")
+        lines.append(" ".join(["user", f"{user_prefix}{role.name}", *acl_rule(role, password_for(role.name, environ))]))
+    return "\n".join(lines) + "\n"
+
+
+def apply(client: object, streams: StreamSettings, environ: Mapping[str, str], user_prefix: str = "") -> list[str]:
+    """ACL SETUSER every role on a running Redis (the client must be allowed to); returns the users."""
+    names = []
+    for role in roles(streams):
+        rule = acl_rule(role, password_for(role.name, environ))
+        client.execute_command("ACL", "SETUSER", f"{user_prefix}{role.name}", *rule)  # type: ignore[attr-defined]
+        names.append(f"{user_prefix}{role.name}")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onboarding-redis-acl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("render", help="print an ACL file (passwords hashed) for Redis' aclfile")
+    apply_cmd = sub.add_parser("apply", help="create/update the users on a running Redis")
+    apply_cmd.add_argument("--url", required=True, help="an admin connection URL (ACL SETUSER)")
+    args = parser.parse_args(argv)
+    streams = StreamSettings.from_env()
+    if args.command == "render":
+        sys.stdout.write(render(streams, os.environ))
+        return 0
+    import redis
+
+    client = redis.Redis.from_url(args.url)
+    for name in apply(client, streams, os.environ):
+        print(f"redis user {name} set")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

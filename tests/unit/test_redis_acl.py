@@ -1,0 +1,260 @@
+"""Redis ACL users (onboarding/redis_acl.py) loaded into the real Redis: each role does its job
+with its own credential, and is refused (NOPERM) outside it.
+
+The users get unique names (`sec-test-<pid>-<role>`) and are deleted afterwards: the Redis
+server may be shared, and its default user is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+import redis
+from redis.exceptions import NoPermissionError, ResponseError
+
+from listener.consumer import Listener
+from listener.metrics import ListenerMetrics
+from listener.settings import ListenerSettings
+from onboarding.decision import DecisionEvent, marker_key, publish_decision, read_decisions
+from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.redis_acl import apply, render, roles
+from onboarding.settings import StreamSettings
+from tests.conftest import TEST_REDIS_URL
+from tests.unit.test_listener import FakeAirflow
+
+STREAMS = StreamSettings(redis_url=TEST_REDIS_URL)
+PREFIX = f"sec-test-{os.getpid()}-"
+
+
+def rq_job(x: int) -> int:
+    return x * 2
+
+
+@pytest.fixture
+def acl_users(redis_client: redis.Redis) -> Iterator[Callable[[str], redis.Redis]]:
+    """The ACL users created from the shipped rules, and a connection factory per role."""
+    passwords = {role.name: secrets.token_urlsafe(16) for role in roles(STREAMS)}
+    environ = {f"REDIS_ACL_PASSWORD_{name.upper()}": pw for name, pw in passwords.items()}
+    created = apply(redis_client, STREAMS, environ, user_prefix=PREFIX)
+    clients: list[redis.Redis] = []
+
+    def connect(role: str) -> redis.Redis:
+        url = redis.connection.parse_url(TEST_REDIS_URL)
+        client = redis.Redis(
+            host=url.get("host", "127.0.0.1"),
+            port=url.get("port", 6379),
+            db=url.get("db", 0),
+            username=f"{PREFIX}{role}",
+            password=passwords[role],
+        )
+        clients.append(client)
+        return client
+
+    try:
+        yield connect
+    finally:
+        for client in clients:
+            client.close()
+        redis_client.execute_command("ACL", "DELUSER", *created)
+
+
+def _source(call: Callable[[], object]) -> str:
+    import inspect
+
+    return inspect.getsource(call).strip()
+
+
+def refused(call: Callable[[], object]) -> bool:
+    """True if Redis answered NOPERM (directly, or from inside a script)."""
+    try:
+        call()
+    except NoPermissionError:
+        return True
+    except ResponseError as err:
+        # Redis 7.0 words a refusal inside a script differently from a direct NOPERM.
+        return "NOPERM" in str(err) or "can't run this command" in str(err)
+    return False
+
+
+def test_rendered_acl_file_hashes_passwords_and_disables_roles_without_one() -> None:
+    text = render(STREAMS, {"REDIS_ACL_PASSWORD_APP": "s3cret-app"})
+    assert "s3cret-app" not in text
+    lines = {line.split()[1]: line for line in text.splitlines() if line.startswith("user ")}
+    assert set(lines) == {r.name for r in roles(STREAMS)}
+    assert " on #" in lines["app"]
+    assert all(" off " in line for name, line in lines.items() if name != "app")
+    assert all("nopass" not in line and "allkeys" not in line and "+@all" not in line for line in lines.values())
+
+
+def test_a_wrong_password_is_refused(acl_users: Callable[[str], redis.Redis]) -> None:
+    acl_users("app")  # the users exist
+    client = redis.Redis.from_url(TEST_REDIS_URL, username=f"{PREFIX}app", password="wrong")
+    with pytest.raises(redis.AuthenticationError):
+        client.ping()
+
+
+def test_app_adds_signups_and_reads_decisions_only(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    app = acl_users("app")
+    publish_signup(app, STREAMS.signups_stream, new_signup(rng=random.Random(1)))
+    redis_client.xadd(STREAMS.decisions_stream, {"event_id": "e1", "payload": "{}"})
+    assert app.xread({STREAMS.decisions_stream: "0-0"})
+    assert app.xrange(STREAMS.decisions_stream)
+    assert redis_client.xlen(STREAMS.signups_stream) == 1
+    for call in (
+        lambda: app.xrange(STREAMS.signups_stream),  # other applicants' data
+        lambda: app.xadd(STREAMS.decisions_stream, {"payload": "{}"}),  # forge a decision
+        lambda: app.delete(STREAMS.signups_stream),
+        lambda: app.xtrim(STREAMS.signups_stream, maxlen=0),
+        lambda: app.get(marker_key(STREAMS.decisions_stream, "e1")),
+        lambda: app.keys("*"),
+        lambda: app.flushdb(),
+        lambda: app.config_get("*"),
+        lambda: app.eval("return 1", 0),
+        lambda: app.execute_command("ACL", "LIST"),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    listener_client = acl_users("listener")
+    good = new_signup(rng=random.Random(2))
+    publish_signup(redis_client, STREAMS.signups_stream, good)
+    publish_raw(redis_client, STREAMS.signups_stream, b"{not json")
+    redis_client.xadd(STREAMS.decisions_stream, {"event_id": "old", "payload": "{}"}, id="1-0")
+    settings = replace(
+        ListenerSettings(streams=STREAMS, consumer="acl-test", block_ms=50, retry_initial_s=0.01),
+        trim_interval_s=0.0,
+    )
+    airflow = FakeAirflow()
+    settled = Listener(listener_client, airflow, settings, ListenerMetrics()).run(burst=True)
+    assert settled == 2
+    assert list(airflow.runs) == [f"signup__{good['event_id']}"]
+    dead = redis_client.xrange(STREAMS.dead_letter_stream)
+    assert [fields[b"reason"] for _id, fields in dead] == [b"not_json"]
+    assert redis_client.xpending(STREAMS.signups_stream, settings.group)["pending"] == 0
+    assert redis_client.xlen(STREAMS.decisions_stream) == 0, "the decision past retention was trimmed"
+    assert listener_client.hgetall("risk:drift:psi") == {}
+    for call in (
+        lambda: listener_client.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
+        lambda: listener_client.set(marker_key(STREAMS.decisions_stream, "x"), "1"),
+        lambda: listener_client.get(marker_key(STREAMS.decisions_stream, "x")),
+        lambda: listener_client.xrange(STREAMS.decisions_stream),
+        lambda: listener_client.xrange(STREAMS.dead_letter_stream),
+        lambda: listener_client.xdel(STREAMS.signups_stream, "0-1"),
+        lambda: listener_client.delete(STREAMS.signups_stream),
+        lambda: listener_client.set("rq:anything", "1"),
+        lambda: listener_client.eval("return 1", 0),
+        lambda: listener_client.flushdb(),
+        lambda: listener_client.config_get("*"),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_publisher_publishes_once_and_cannot_read_applications(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    publisher = acl_users("publisher")
+    publish_signup(redis_client, STREAMS.signups_stream, new_signup(rng=random.Random(3)))
+    event = DecisionEvent("e-1", "u-1", "approve", 0.1, [], "v1", "signup__e-1")
+    assert publish_decision(publisher, STREAMS.decisions_stream, event)[0] is True
+    assert publish_decision(publisher, STREAMS.decisions_stream, event)[0] is False
+    assert [e.event_id for _id, e in read_decisions(redis_client, STREAMS.decisions_stream)] == ["e-1"]
+    for call in (
+        lambda: publisher.xrange(STREAMS.signups_stream),
+        lambda: publisher.xrange(STREAMS.decisions_stream),
+        lambda: publisher.xadd(STREAMS.signups_stream, {"payload": "{}"}),
+        lambda: publisher.delete(STREAMS.decisions_stream),
+        lambda: publisher.xtrim(STREAMS.decisions_stream, maxlen=0),
+        # A script runs with the caller's permissions: no way around the ACL through EVAL.
+        lambda: publisher.eval("return redis.call('XRANGE', KEYS[1], '-', '+')", 1, STREAMS.signups_stream),
+        lambda: publisher.eval("return redis.call('DEL', KEYS[1])", 1, STREAMS.decisions_stream),
+        lambda: publisher.flushdb(),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_drift_reads_signups_and_writes_its_hash_only(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    from risk.drift import recent_applications, store
+
+    drift = acl_users("drift")
+    publish_signup(redis_client, STREAMS.signups_stream, new_signup(rng=random.Random(4)))
+    assert len(recent_applications(drift, STREAMS.signups_stream, since_s=3600)) == 1
+    store(drift, {"age_years": 0.01}, 1)
+    assert redis_client.hget("risk:drift:psi", "age_years") == b"0.01"
+    for call in (
+        lambda: drift.xadd(STREAMS.signups_stream, {"payload": "{}"}),
+        lambda: drift.delete(STREAMS.signups_stream),
+        lambda: drift.xrange(STREAMS.decisions_stream),
+        lambda: drift.flushdb(),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_rq_worker_runs_jobs_and_holds_the_archive_lock_but_cannot_touch_streams(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    from rq import Queue, Worker
+
+    worker_client = acl_users("worker")
+    queue = Queue("maintenance", connection=worker_client)
+    job = queue.enqueue(rq_job, 21)
+    assert Worker([queue], connection=worker_client).work(burst=True)
+    job.refresh()
+    assert job.return_value() == 42
+    lock = worker_client.lock("onboarding:archive:lock", timeout=30, blocking=False)
+    assert lock.acquire()
+    assert lock.extend(30, replace_ttl=True)
+    lock.release()
+    publish_signup(redis_client, STREAMS.signups_stream, new_signup(rng=random.Random(5)))
+    for call in (
+        lambda: worker_client.xrange(STREAMS.signups_stream),
+        lambda: worker_client.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
+        lambda: worker_client.get(marker_key(STREAMS.decisions_stream, "x")),
+        lambda: worker_client.delete(STREAMS.signups_stream),
+        lambda: worker_client.keys("*"),
+        lambda: worker_client.flushdb(),
+        lambda: worker_client.config_get("*"),
+        lambda: worker_client.execute_command("ACL", "LIST"),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_sla_slot_reads_decisions_through_its_group_and_cannot_change_them(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    sla = acl_users("sla")
+    redis_client.xadd(STREAMS.decisions_stream, {"event_id": "e1", "payload": json.dumps({"decision": "approve"})})
+    sla.xgroup_create(STREAMS.decisions_stream, "sla", id="0")
+    reply = sla.xreadgroup("sla", "sla-1", {STREAMS.decisions_stream: ">"}, count=10)
+    entry_id = reply[0][1][0][0]
+    sla.zadd("sla:accepted", {"e1": 1.0})
+    assert sla.xack(STREAMS.decisions_stream, "sla", entry_id) == 1
+    for call in (
+        lambda: sla.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
+        lambda: sla.xdel(STREAMS.decisions_stream, entry_id),
+        lambda: sla.xtrim(STREAMS.decisions_stream, maxlen=0),
+        lambda: sla.delete(STREAMS.decisions_stream),
+        lambda: sla.xrange(STREAMS.signups_stream),
+        lambda: sla.flushdb(),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_shipped_acl_file_matches_the_rules() -> None:
+    """deploy/redis/users.acl is `onboarding-redis-acl render` without passwords (all users off)."""
+    from pathlib import Path
+
+    shipped = (Path(__file__).parents[2] / "deploy" / "redis" / "users.acl").read_text()
+    assert shipped == render(StreamSettings(), {})
