@@ -67,6 +67,11 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
                 f"(%W~{dead} +xadd)",
                 f"(~{decisions} +xtrim +xinfo|groups +xpending +exists)",
                 "(%R~risk:drift:* +hgetall)",
+                # Records each accepted signup for overdue detection (onboarding/awaiting.py):
+                # one script, unless its decision is already out. EVAL declares its keys
+                # read-write; inside, only EXISTS may touch a marker (no SET or GET).
+                f"(~{signups}:awaiting ~{signups}:awaiting:conf ~{decisions}:published:*"
+                " +eval +exists +zadd +hsetnx)",
             ),
         ),
         Role(
@@ -122,19 +127,22 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
                 *"+@read +scan +xdel +del +xadd +eval".split(),
             ),
         ),
-        # Slot for the SLA observer (sla/ package, issue 6): its own consumer group on the
-        # decisions stream (XREADGROUP updates the group, so read-write on the key but no
-        # XADD, XDEL or XTRIM: it cannot change a decision) and its sorted sets under sla:*.
+        # The SLA service (sla/): its own consumer group on the decisions stream (XREADGROUP
+        # updates the group, so read-write on the key but no XADD, XDEL or XTRIM: it cannot
+        # change a decision), the accepted-signup set it clears, read-only depth and lag.
         Role(
             "sla",
-            "SLA observer: read decisions through its consumer group, keep its sorted set",
+            "SLA service: observe decisions through its group, clear awaiting signups, read lag and depth",
             (
-                "~sla:*",
+                f"~{signups}:awaiting",
+                f"~{signups}:awaiting:conf",
                 "-@all",
                 *_CONNECT,
-                *"+zadd +zrem +zrange +zrangebyscore +zremrangebyscore +zcard +zscore +expire +multi +exec".split(),
-                f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xrange"
+                *"+zrem +zrangebyscore +zcard +hget +hdel +multi +exec".split(),
+                f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xlen +xrange"
                 " +xrevrange)",
+                f"(%R~{signups} %R~{dead} +xinfo|groups +xpending +xlen)",
+                f"(%R~{decisions}:published:* +exists)",
             ),
         ),
     ]

@@ -21,10 +21,12 @@ from redis.exceptions import NoPermissionError, ResponseError
 from listener.consumer import Listener
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
+from onboarding.awaiting import awaiting_before, awaiting_count, awaiting_key, clear_awaiting, record_accepted
 from onboarding.decision import DecisionEvent, marker_key, publish_decision, read_decisions
 from onboarding.publisher import new_signup, publish_raw, publish_signup
 from onboarding.redis_acl import apply, render, roles
 from onboarding.settings import StreamSettings
+from sla.settings import SlaSettings
 from tests.conftest import TEST_REDIS_URL
 from tests.unit.test_listener import FakeAirflow
 
@@ -78,7 +80,7 @@ def refused(call: Callable[[], object]) -> bool:
         return True
     except ResponseError as err:
         # Redis 7.0 words a refusal inside a script differently from a direct NOPERM.
-        return "NOPERM" in str(err) or "can't run this command" in str(err)
+        return "NOPERM" in str(err) or "can't run this command" in str(err) or "can't access" in str(err)
     return False
 
 
@@ -144,6 +146,8 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
     assert redis_client.xpending(STREAMS.signups_stream, settings.group)["pending"] == 0
     assert redis_client.xlen(STREAMS.decisions_stream) == 0, "the decision past retention was trimmed"
     assert listener_client.hgetall("risk:drift:psi") == {}
+    # The accepted signup is recorded for overdue detection (the SLA service clears it).
+    assert redis_client.zscore(awaiting_key(STREAMS), good["event_id"]) is not None
     for call in (
         lambda: listener_client.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
         lambda: listener_client.set(marker_key(STREAMS.decisions_stream, "x"), "1"),
@@ -153,7 +157,10 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
         lambda: listener_client.xdel(STREAMS.signups_stream, "0-1"),
         lambda: listener_client.delete(STREAMS.signups_stream),
         lambda: listener_client.set("rq:anything", "1"),
-        lambda: listener_client.eval("return 1", 0),
+        lambda: listener_client.eval(
+            "return redis.call('XADD', KEYS[1], '*', 'payload', '{}')", 1, STREAMS.decisions_stream
+        ),
+        lambda: listener_client.eval("return redis.call('XADD', KEYS[1], '*', 'x', '1')", 1, awaiting_key(STREAMS)),
         lambda: listener_client.flushdb(),
         lambda: listener_client.config_get("*"),
     ):
@@ -231,22 +238,35 @@ def test_rq_worker_runs_jobs_and_holds_the_archive_lock_but_cannot_touch_streams
         assert refused(call), _source(call)
 
 
-def test_sla_slot_reads_decisions_through_its_group_and_cannot_change_them(
+def test_sla_service_observes_decisions_through_its_group_and_cannot_change_them(
     acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
 ) -> None:
     sla = acl_users("sla")
+    settings = SlaSettings(streams=STREAMS)
     redis_client.xadd(STREAMS.decisions_stream, {"event_id": "e1", "payload": json.dumps({"decision": "approve"})})
+    redis_client.xadd(STREAMS.dead_letter_stream, {"reason": "not_json"})
+    redis_client.xgroup_create(STREAMS.signups_stream, "onboarding-listener", id="0", mkstream=True)
+    record_accepted(redis_client, STREAMS, "e1", 1.0, {"event_id": "e1"})
     sla.xgroup_create(STREAMS.decisions_stream, "sla", id="0")
     reply = sla.xreadgroup("sla", "sla-1", {STREAMS.decisions_stream: ">"}, count=10)
     entry_id = reply[0][1][0][0]
-    sla.zadd("sla:accepted", {"e1": 1.0})
+    # What the service does: depth, lag, overdue candidates, then clear the decided one.
+    assert sla.xlen(STREAMS.dead_letter_stream) == 1
+    assert [g["name"] for g in sla.xinfo_groups(STREAMS.signups_stream)] == [b"onboarding-listener"]
+    assert [a.event_id for a in awaiting_before(sla, STREAMS, 10.0)] == ["e1"]
+    assert sla.exists(marker_key(STREAMS.decisions_stream, "e1")) == 0
+    clear_awaiting(sla, STREAMS, "e1")
+    assert awaiting_count(sla, STREAMS) == 0
     assert sla.xack(STREAMS.decisions_stream, "sla", entry_id) == 1
+    assert settings.streams == STREAMS
     for call in (
         lambda: sla.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
         lambda: sla.xdel(STREAMS.decisions_stream, entry_id),
         lambda: sla.xtrim(STREAMS.decisions_stream, maxlen=0),
         lambda: sla.delete(STREAMS.decisions_stream),
         lambda: sla.xrange(STREAMS.signups_stream),
+        lambda: sla.xadd(STREAMS.signups_stream, {"payload": "{}"}),
+        lambda: sla.set(marker_key(STREAMS.decisions_stream, "e2"), "1"),
         lambda: sla.flushdb(),
     ):
         assert refused(call), _source(call)
