@@ -119,7 +119,9 @@ def secured(
 ) -> Iterator[Secured]:
     prefix = f"sec-test-e2e-{os.getpid()}-"
     passwords = {role: f"redis-{role}-{secrets.token_hex(12)}" for role in ("listener", "publisher")}
-    name, db = "sec", "sqlite"
+    # PostgreSQL, as in production (the local SQLite default stalls intermittently under the
+    # FAB auth manager, see docs/security.md).
+    name, db = "sec", "postgres"
     streams = StreamSettings(
         redis_url=E2E_REDIS_URL,
         signups_stream=f"{name}-{db}:signups",
