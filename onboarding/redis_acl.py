@@ -70,8 +70,7 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
                 # Records each accepted signup for overdue detection (onboarding/awaiting.py):
                 # one script, unless its decision is already out. EVAL declares its keys
                 # read-write; inside, only EXISTS may touch a marker (no SET or GET).
-                f"(~{signups}:awaiting ~{signups}:awaiting:conf ~{decisions}:published:*"
-                " +eval +exists +zadd +hsetnx)",
+                f"(~{signups}:awaiting ~{signups}:awaiting:conf ~{decisions}:published:* +eval +exists +zadd +hsetnx)",
             ),
         ),
         Role(
