@@ -61,6 +61,8 @@ def test_the_manifests_cover_every_part() -> None:
         ("StatefulSet", "onboarding-redis"),
         ("StatefulSet", "onboarding-redis-replica"),
         ("ConfigMap", "onboarding-prometheus"),
+        ("Deployment", "onboarding-sla"),
+        ("Service", "onboarding-sla"),
     ]:
         assert wanted in kinds
 
