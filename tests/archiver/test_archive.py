@@ -175,9 +175,16 @@ def test_a_run_killed_mid_batch_is_finished_by_the_next_without_loss_or_duplicat
     if workers == "1":
         assert sorted(b.state for b in journal) == ["copied", "deleted"]
     deleted_runs = sum(len(b.keys) for b in journal if b.state == "deleted")
+    copied_runs = sum(len(b.keys) for b in journal if b.state == "copied")
     with engine.connect() as conn:
-        # The killed batches' runs were copied but are still in the database.
-        assert conn.execute(sa.text("SELECT count(*) FROM dag_run")).scalar() == 18 - deleted_runs
+        left = conn.execute(sa.text("SELECT count(*) FROM dag_run")).scalar()
+    if workers == "1":
+        # The killed batch's runs were copied but are still in the database.
+        assert left == 18 - deleted_runs
+    else:
+        # Another worker's batch may have committed its delete just before the kill, with
+        # its journal entry still `copied` (the re-run settles it as deleted).
+        assert 18 - deleted_runs - copied_runs <= left <= 18 - deleted_runs
 
     rerun = _run_cli(metadata_url, archive_dir)
 
