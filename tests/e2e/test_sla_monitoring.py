@@ -260,7 +260,8 @@ def test_prometheus_scrapes_the_real_path_and_the_dead_letter_alert_fires(
 
     eventually(lambda: m.alerts().get("DeadLettersArriving") == "firing", "DeadLettersArriving firing")
     alerts = m.alerts()
-    for quiet in ("ListenerDown", "SchedulerHeartbeatMissing", "SignupLagGrowing", "DecisionsOverdue"):
+    # DecisionsOverdue is left out: a slow decision on a loaded host may rightly be overdue.
+    for quiet in ("ListenerDown", "SchedulerHeartbeatMissing", "SignupLagGrowing"):
         assert quiet not in alerts, alerts
     assert alerts.get("SlaServiceDown") != "firing", alerts
 
