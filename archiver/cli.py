@@ -119,7 +119,7 @@ def _dry_run(settings: ArchiveSettings, store: ArchiveStore, instances: list[str
 
 
 def _serve(settings: ArchiveSettings, store: ArchiveStore) -> int:
-    from listener.metrics import serve_http
+    from onboarding.http import serve_http
 
     configure_logging("archiver", settings.log_format)
     server = serve_http(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.audit import find_runs
-from archiver.store import ArchiveStore, _fsync_dir, _write_atomic
+from archiver.store import ArchiveStore, _write_atomic, parquet_bytes
 
 
 @dataclass
@@ -89,13 +88,9 @@ def erase_user(store: ArchiveStore, user_id: str, dry_run: bool = False) -> Arch
             if dry_run:
                 continue
             kept = data.filter(pc.invert(mask))
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(kept, tmp, compression="zstd")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-            changed[relative] = (kept.num_rows, hashlib.sha256(path.read_bytes()).hexdigest())
+            rewritten = parquet_bytes(kept)
+            _write_atomic(path, rewritten)
+            changed[relative] = (kept.num_rows, hashlib.sha256(rewritten).hexdigest())
         if changed:
             _update_journal(store, instance, changed)
             _record(store, instance, report)

@@ -43,6 +43,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as the archive's Parquet file (zstd)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
 def rows_of(table: pa.Table) -> list[tuple]:
     """An Arrow table's rows as tuples, in order."""
     columns = [column.to_pylist() for column in table.columns]
@@ -84,7 +91,9 @@ class BatchRecord:
         return cls(**data, files=files)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, sync_folder: bool = True) -> None:
+    """Write to a temporary name, fsync, rename: a reader sees the whole file or none. The
+    folder is fsynced too unless the caller does it once for many files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
@@ -92,7 +101,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if sync_folder:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -131,16 +141,8 @@ class ArchiveStore:
         for name, table in tables.items():
             relative = f"{name}/week={week}/{batch_id}.parquet"
             path = self.instance_dir(instance) / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            data = sink.getvalue()
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            data = parquet_bytes(table)
+            _write_atomic(path, data, sync_folder=False)
             folders.add(path.parent)
             files[name] = TableFile(name, relative, table.num_rows, hashlib.sha256(data).hexdigest())
         for folder in folders:

@@ -32,22 +32,8 @@ import sqlalchemy as sa  # noqa: E402
 from onboarding.decision import wait_for_decision  # noqa: E402
 from onboarding.publisher import new_signup, publish_signup  # noqa: E402
 from tests.archiver.seed import seed_runs  # noqa: E402
+from tests.conftest import NoSession, train_baseline  # noqa: E402
 from tests.e2e.conftest import running_realtime  # noqa: E402
-
-
-class _Session:
-    testsfailed = 0
-
-
-def _model_dir(base: Path) -> Path:
-    from risk.artifacts import save_model
-    from risk.model import fit, load_training_data
-    from risk.policy import CostMatrix, Policy
-
-    model_dir = base / "models"
-    data = load_training_data()
-    save_model(model_dir, fit(data), Policy.from_costs(CostMatrix(review_cost=0.7)), data.sha256, {"cv_auc": 0.0})
-    return model_dir
 
 
 def _probe(stack, count: int | None = None, until: threading.Event | None = None) -> list[float]:
@@ -96,8 +82,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-archive.md")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="archive-bench-"))
-    model_dir = _model_dir(base)
-    with running_realtime("postgres", base / "realtime", model_dir, _Session(), "archbench") as stack:
+    model_dir = train_baseline(base / "models")
+    with running_realtime("postgres", base / "realtime", model_dir, NoSession(), "archbench") as stack:
         stack.start_listener(LOG_FORMAT="text")
         url = stack.instance.database_url
         engine = sa.create_engine(url)

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onboarding.publisher import new_signup, publish_signup  # noqa: E402
+from tests.conftest import NoSession, train_baseline  # noqa: E402
 from tests.e2e.celery_stack import (  # noqa: E402
     E2E_REDIS_URL,
     WORKER_CONCURRENCY,
@@ -36,21 +37,6 @@ from tests.e2e.celery_stack import (  # noqa: E402
     start_workers,
     wait_decisions,
 )
-
-
-class _Session:
-    testsfailed = 0
-
-
-def _model_dir(base: Path) -> Path:
-    from risk.artifacts import save_model
-    from risk.model import fit, load_training_data
-    from risk.policy import CostMatrix, Policy
-
-    model_dir = base / "models"
-    data = load_training_data()
-    save_model(model_dir, fit(data), Policy.from_costs(CostMatrix(review_cost=0.7)), data.sha256, {"cv_auc": 0.0})
-    return model_dir
 
 
 def _ts(value: str) -> float:
@@ -82,8 +68,8 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="celery-bench-") as tmp:
         base = Path(tmp)
-        model_dir = _model_dir(base)
-        with celery_realtime(base / "realtime", model_dir, _Session(), "celerybench", E2E_REDIS_URL, 1, 3) as (
+        model_dir = train_baseline(base / "models")
+        with celery_realtime(base / "realtime", model_dir, NoSession(), "celerybench", E2E_REDIS_URL, 1, 3) as (
             stack,
             workers,
         ):

@@ -14,8 +14,6 @@ import logging
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,11 @@ import redis
 from listener.airflow import AirflowClient
 from listener.consumer import Listener
 from listener.deadletters import get_dead_letter, list_dead_letters, replay
-from listener.metrics import ListenerMetrics, serve_http
+from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
 from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent, OnboardingError
+from onboarding.http import loop_health, probe, serve_http
 from onboarding.logs import configure_logging
 from onboarding.publisher import new_signup, publish_signup
 from onboarding.settings import StreamSettings
@@ -57,15 +56,7 @@ def listener_main(argv: list[str] | None = None) -> int:
     listener.metrics.registry.register(DriftCollector(client))
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000 + settings.airflow.timeout_s)
 
-    def healthy() -> tuple[bool, str]:
-        age = listener.seconds_since_loop()
-        if age > stale_after_s:
-            return False, f"consumer loop stalled for {age:.0f} s"
-        try:
-            client.ping()
-        except redis.RedisError as err:
-            return False, f"redis unreachable: {err}"
-        return True, "ok"
+    healthy = loop_health("consumer loop", listener.seconds_since_loop, stale_after_s, client)
 
     server = serve_http(settings.metrics_host, settings.metrics_port, listener.metrics.registry, healthy)
 
@@ -110,15 +101,7 @@ def _shutdown_timeout(timeout_s: float) -> None:
 
 def _check(settings: ListenerSettings) -> int:
     url = f"http://{settings.metrics_host}:{settings.metrics_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            print(response.read().decode().strip())
-            return 0
-    except urllib.error.HTTPError as err:
-        print(f"unhealthy: {err.read().decode().strip()}")
-    except OSError as err:
-        print(f"unhealthy: {url} did not answer: {err}")
-    return 1
+    return probe(url)
 
 
 def publish_main(argv: list[str] | None = None) -> int:

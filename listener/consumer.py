@@ -36,6 +36,7 @@ from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now
 from onboarding.errors import InvalidEvent
 from onboarding.schema import SignupEvent, parse_signup
+from onboarding.streams import ensure_group
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +100,7 @@ class Listener:
     def ensure_group(self) -> None:
         """Create the consumer group if needed, from the start of the stream so nothing
         published before the first listener started is missed."""
-        try:
-            self.redis.xgroup_create(self.stream, self.settings.group, id="0", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+        ensure_group(self.redis, self.stream, self.settings.group, start="0")
 
     # -- the loop ---------------------------------------------------------------------
 

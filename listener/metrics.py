@@ -1,14 +1,10 @@
-"""Prometheus metrics of the listener and its /metrics + /healthz HTTP endpoint."""
+"""Prometheus metrics of the listener (served by onboarding.http.serve_http)."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ListenerMetrics:
@@ -58,36 +54,3 @@ class ListenerMetrics:
 
     def loop_tick(self) -> None:
         self.last_loop.set(time.time())
-
-
-class _Handler(BaseHTTPRequestHandler):
-    registry: CollectorRegistry
-    healthy: Callable[[], tuple[bool, str]]
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/metrics"):
-            body, status, ctype = generate_latest(self.registry), 200, CONTENT_TYPE_LATEST
-        elif self.path.startswith("/healthz"):
-            ok, why = type(self).healthy()
-            body, status, ctype = (why + "\n").encode(), 200 if ok else 503, "text/plain; charset=utf-8"
-        else:
-            body, status, ctype = b"not found\n", 404, "text/plain; charset=utf-8"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass  # scrapes every few seconds would drown the log
-
-
-def serve_http(
-    host: str, port: int, registry: CollectorRegistry, healthy: Callable[[], tuple[bool, str]]
-) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz on a daemon thread; returns the server (port 0 picks one)."""
-    handler = type("Handler", (_Handler,), {"registry": registry, "healthy": staticmethod(healthy)})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server

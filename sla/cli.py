@@ -14,8 +14,6 @@ import logging
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from typing import Any
 
 import redis
@@ -24,6 +22,7 @@ from archiver.metrics import StoreCollector
 from archiver.store import ArchiveStore
 from listener.airflow import AirflowClient
 from onboarding.errors import OnboardingError
+from onboarding.http import loop_health, probe
 from onboarding.logs import configure_logging
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.observer import DecisionObserver
@@ -134,15 +133,7 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
     airflow = AirflowClient(settings.airflow) if settings.airflow.password else None
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000)
 
-    def healthy() -> tuple[bool, str]:
-        age = observer.seconds_since_loop()
-        if age > stale_after_s:
-            return False, f"decision observer stalled for {age:.0f} s"
-        try:
-            client.ping()
-        except redis.RedisError as err:
-            return False, f"redis unreachable: {err}"
-        return True, "ok"
+    healthy = loop_health("decision observer", observer.seconds_since_loop, stale_after_s, client)
 
     def page() -> dict[str, Any]:
         return snapshot(
@@ -190,12 +181,4 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
 
 def _check(settings: SlaSettings) -> int:
     url = f"http://{settings.host}:{settings.port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            print(response.read().decode().strip())
-            return 0
-    except urllib.error.HTTPError as err:
-        print(f"unhealthy: {err.read().decode().strip()}")
-    except OSError as err:
-        print(f"unhealthy: {url} did not answer: {err}")
-    return 1
+    return probe(url)

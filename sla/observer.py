@@ -18,6 +18,7 @@ import redis
 
 from onboarding.awaiting import clear_awaiting
 from onboarding.decision import DecisionEvent
+from onboarding.streams import ensure_group
 from sla.metrics import STAGES, SlaMetrics
 from sla.settings import SlaSettings
 
@@ -76,11 +77,7 @@ class DecisionObserver:
 
     def ensure_group(self) -> None:
         # From now on: replaying a week of history would show as a burst of fresh decisions.
-        try:
-            self.redis.xgroup_create(self.stream, self.settings.group, id="$", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+        ensure_group(self.redis, self.stream, self.settings.group, start="$")
 
     def run(self, burst: bool = False, max_messages: int | None = None) -> int:
         """Observe decisions until stopped; burst: only what is there now. Returns how many."""

@@ -43,19 +43,7 @@ class ManagedProcess:
         existing = self.pid()
         if existing is not None:
             return existing
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() reaches its children
-            )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        proc = spawn(self.argv, self.env, self.cwd, self.log_file, self.pid_file)
         return proc.pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -64,12 +52,12 @@ class ManagedProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        _signal_group(pid, signal.SIGTERM)
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
@@ -98,7 +86,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def spawn(
+    argv: list[str], env: dict[str, str], cwd: str | Path | None, log_file: Path, pid_file: Path
+) -> subprocess.Popen:
+    """Start a process in its own session (so stopping it reaches its children), output
+    appended to `log_file`, its pid written to `pid_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal a process's whole group (it was started in its own session), else the process."""
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):

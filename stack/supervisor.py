@@ -24,6 +24,7 @@ import httpx
 import redis
 
 from onboarding.logs import configure_logging
+from stack.processes import signal_group, spawn
 
 logger = logging.getLogger("stack.supervisor")
 
@@ -117,19 +118,8 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         service = child.service
-        self.plan.log_dir.mkdir(parents=True, exist_ok=True)
-        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
-        with (self.plan.log_dir / f"{service.name}.log").open("ab") as log:
-            child.proc = subprocess.Popen(
-                service.argv,
-                env=service.env,
-                cwd=service.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the stop reaches its children
-            )
-        (self.plan.run_dir / f"{service.name}.pid").write_text(f"{child.proc.pid}\n")
+        log_file, pid_file = self.plan.log_dir / f"{service.name}.log", self.plan.run_dir / f"{service.name}.pid"
+        child.proc = spawn(service.argv, service.env, service.cwd, log_file, pid_file)
         child.started_at = time.monotonic()
         child.state = "starting"
         logger.info("started %s (pid %s)", service.name, child.proc.pid)
@@ -137,12 +127,12 @@ class Supervisor:
     def _stop(self, child: _Child) -> None:
         proc = child.proc
         if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(child.service.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop in %.0f s; SIGKILL", child.service.name, child.service.stop_timeout_s)
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
             logger.info("stopped %s", child.service.name)
         (self.plan.run_dir / f"{child.service.name}.pid").unlink(missing_ok=True)
@@ -248,16 +238,6 @@ class Supervisor:
             self._stop(child)
         self.write_state("failed" if failed else "stopped")
         return 1 if failed else 0
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def read_state(run_dir: Path) -> dict | None:

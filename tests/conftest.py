@@ -46,15 +46,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model directory with a freshly trained current model (trained once per session)."""
+def train_baseline(model_dir: Path) -> Path:
+    """Train and save the service's model with the default policy as the current version."""
     from risk.artifacts import save_model
     from risk.model import fit, load_training_data
     from risk.policy import CostMatrix, Policy
 
-    model_dir = tmp_path_factory.mktemp("models")
     data = load_training_data()
     policy = Policy.from_costs(CostMatrix(review_cost=0.7))
     save_model(model_dir, fit(data), policy, data.sha256, {"cv_auc": 0.0})
     return model_dir
+
+
+class NoSession:
+    """Stands in for pytest's session where the e2e helpers run outside pytest (benchmarks)."""
+
+    testsfailed = 0
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory with a freshly trained current model (trained once per session)."""
+    return train_baseline(tmp_path_factory.mktemp("models"))
