@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -46,9 +47,14 @@ PARSE = textwrap.dedent(
 )
 
 
-def parse(folder: Path) -> dict:
+def parse(folder: Path, **env: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", PARSE, str(folder)], capture_output=True, text=True, timeout=120, cwd="/"
+        [sys.executable, "-c", PARSE, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+        env={**os.environ, **env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT"))
@@ -63,8 +69,23 @@ def test_realtime_dags_import_without_errors_or_io() -> None:
     assert list(out["dags"]) == ["onboarding"]
 
 
-def test_onboarding_dag_shape() -> None:
+def test_an_unknown_dag_shape_is_an_import_error() -> None:
+    out = parse(DAGS / "realtime", ONBOARDING_DAG_SHAPE="sideways")
+    assert "ONBOARDING_DAG_SHAPE='sideways' must be single or stepwise" in next(iter(out["errors"].values()))
+
+
+def test_onboarding_dag_is_one_task_by_default() -> None:
     dag = parse(DAGS / "realtime")["dags"]["onboarding"]
+    # One task runs enrich -> score -> decide -> publish: a scheduling round per run, not four.
+    assert list(dag["tasks"]) == ["decide"]
+    assert dag["tasks"]["decide"]["retries"] == 2
+    assert {"event_id", "user_id", "occurred_at", "application", "schema_version"} <= set(dag["params"])
+    assert dag["schedule"] == "None"
+    assert dag["paused"] is False
+
+
+def test_onboarding_dag_stepwise_shape() -> None:
+    dag = parse(DAGS / "realtime", ONBOARDING_DAG_SHAPE="stepwise")["dags"]["onboarding"]
     tasks = dag["tasks"]
     assert tasks["enrich"]["upstream"] == []
     assert tasks["score"]["upstream"] == ["enrich"]

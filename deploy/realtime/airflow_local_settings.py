@@ -14,10 +14,13 @@ import sys
 _ARGS = sys.argv[1:]
 if _ARGS[:1] == ["scheduler"] or sys.argv[-1:] == ["scheduler"] or _ARGS[:2] == ["celery", "worker"]:
     try:
+        from onboarding.schema import signup_schema
+        from risk import steps  # noqa: F401
         from risk.artifacts import model_store
         from risk.redis_client import redis_client
         from risk.settings import RiskSettings
 
+        signup_schema(1)  # the DAG file builds its params from it: parsed once, here
         _settings = RiskSettings.from_env()
         _model = model_store(_settings.model_dir).current()
         redis_client(_settings.streams.redis_url)

@@ -41,8 +41,8 @@ def test_real_runs_are_archived_from_a_live_instance_and_the_audit_finds_the_dec
         report = archiver.run()
         archiver.engine.dispose()
 
-        assert report.tables["dag_run"] == 5 and report.tables["task_instance"] == 20
-        assert report.tables["xcom"] >= 15
+        assert report.tables["dag_run"] == 5 and report.tables["task_instance"] == 5
+        assert report.tables["xcom"] >= 5
         assert stack.dag_runs() == []
         # The live instance still decides.
         later = new_signup()
@@ -57,7 +57,8 @@ def test_real_runs_are_archived_from_a_live_instance_and_the_audit_finds_the_dec
         assert run["decision"]["decision"] == published.decision
         assert run["decision"]["score"] == pytest.approx(published.score)
         assert run["decision"]["model_version"] == published.model_version
-        assert {t["task_id"] for t in run["task_instances"]} == {"enrich", "score", "decide", "publish"}
-        assert run["decision_inputs"]["enrich"]["application"] == next(
+        # One task runs every step; its record holds the inputs the decision was made on.
+        assert {t["task_id"] for t in run["task_instances"]} == {"decide"}
+        assert run["decision_inputs"]["decide"]["application"] == next(
             e["application"] for e in events if e["event_id"] == run["signup"]["event_id"]
         )
