@@ -193,9 +193,11 @@ class CpuMeter:
                 group = _component(top)
                 if top is not root:
                     add(top, group)
+                # A scheduler's children are the executor's workers and the task processes.
+                child_group = f"{group.removesuffix(' scheduler')} tasks" if group.endswith("scheduler") else group
                 with contextlib.suppress(psutil.Error):
                     for child in top.children(recursive=True):
-                        add(child, group)
+                        add(child, child_group)
         for proc in psutil.process_iter(["name"]):
             name = proc.info["name"] or ""
             if name.startswith("postgres"):
@@ -213,7 +215,7 @@ def _component(proc: psutil.Process) -> str:
     except psutil.Error:
         return "other"
     for part in ("api-server", "scheduler", "dag-processor", "triggerer"):
-        if f"airflow {part}" in cmd or cmd.endswith(f" {part}"):
+        if f"airflow {part}" in cmd or f"airflow {part.replace('-', '_')}" in cmd or cmd.endswith(f" {part}"):
             return f"{Path(home).name or 'airflow'} {part}"
     for marker, name in (
         ("-m listener", "listener"),

@@ -11,6 +11,15 @@ and the Celery workers warm up.
 import logging
 import sys
 
+# Every process: validate DAG params without re-checking their schema each time (the
+# largest single cost of a trigger in the API server; onboarding/schema_checks.py).
+try:
+    from onboarding.schema_checks import memoize_schema_checks
+
+    memoize_schema_checks()
+except Exception:  # slower, not broken
+    logging.getLogger("onboarding").exception("could not install the schema-check cache")
+
 _ARGS = sys.argv[1:]
 if _ARGS[:1] == ["scheduler"] or sys.argv[-1:] == ["scheduler"] or _ARGS[:2] == ["celery", "worker"]:
     try:
@@ -24,6 +33,22 @@ if _ARGS[:1] == ["scheduler"] or sys.argv[-1:] == ["scheduler"] or _ARGS[:2] == 
         _settings = RiskSettings.from_env()
         _model = model_store(_settings.model_dir).current()
         redis_client(_settings.streams.redis_url)
-        print(f"onboarding: warmed risk model {_model.version} before forking task processes", file=sys.stderr)
+        # Score one application: scikit-learn's input checks import their dataframe
+        # support on first use (a profile showed it as two thirds of a task's scoring).
+        from onboarding.publisher import sample_application
+        from risk.model import probability_bad, reason_codes
+
+        _application = sample_application()
+        probability_bad(_model.pipeline, _application)
+        reason_codes(_model.pipeline, _application)
     except Exception:  # the DAG loads the model itself; a cold start is slower, not broken
         logging.getLogger("onboarding").exception("could not warm the risk model")
+    try:
+        # The DAG file's own imports: `airflow.sdk` resolves them lazily, and a profile
+        # showed them as nearly half of each task process's DAG parse.
+        from airflow.sdk import Param, TriggerRule, dag, task  # noqa: F401
+        from airflow.sdk.exceptions import AirflowFailException  # noqa: F401
+    except Exception:
+        logging.getLogger("onboarding").exception("could not pre-import the DAG's modules")
+    else:
+        print("onboarding: warmed the risk model and the DAG's imports before forking task processes", file=sys.stderr)
