@@ -274,6 +274,8 @@ class Running:
     pids: Callable[[], list[int]]
     description: str
     settings: dict[str, Any] = field(default_factory=dict)
+    # What else the variant can tell about a phase's signups (e.g. how many no one heard).
+    notes: Callable[[list[str]], dict[str, Any]] | None = None
 
 
 def _stack_settings(home: Path, redis_url: str, metadata_db: str) -> Any:
@@ -419,7 +421,11 @@ def assetwatcher_variant(home: Path, redis_url: str, metadata_db: str) -> Iterat
             # No listener on this path: the signup carries its own acceptance time.
             handle.publish({**event, "accepted_at": datetime.now(UTC).isoformat()})
 
-        yield Running(publish, handle.process_pids, "AssetWatcher + Redis message-queue trigger")
+        def notes(event_ids: list[str]) -> dict[str, Any]:
+            mine = set(event_ids)
+            return {"published_to_no_subscriber": sum(1 for e in handle.unheard if e in mine)}
+
+        yield Running(publish, handle.process_pids, "AssetWatcher + Redis message-queue trigger", notes=notes)
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -452,12 +458,22 @@ def publish_burst(running: Running, count: int, tag: str) -> list[Sample]:
     return samples
 
 
-def await_decisions(collector: Collector, samples: list[Sample], timeout_s: float, tag: str) -> None:
+def await_decisions(
+    collector: Collector, samples: list[Sample], timeout_s: float, tag: str, stall_s: float = 60.0
+) -> None:
+    """Until every sample is decided, the timeout passes, or no decision came for `stall_s`
+    (a variant that loses events would otherwise hold the run for the whole timeout)."""
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
+    last_progress, last_done = time.monotonic(), -1
     while time.monotonic() < deadline:
         done = collector.resolve(samples)
         if done == len(samples):
+            return
+        if done != last_done:
+            last_progress, last_done = time.monotonic(), done
+        elif time.monotonic() - last_progress > stall_s:
+            log(f"  {tag}: no decision for {stall_s:.0f} s: {len(samples) - done} undecided, counted lost")
             return
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
@@ -487,10 +503,10 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
         collector.start()
         try:
             warm = publish_paced(running, 1.0, args.warmup, f"{name}-warmup")
-            await_decisions(collector, warm, 180, f"{name} warm-up")
-            if collector.resolve(warm) < len(warm):
+            await_decisions(collector, warm, 180, f"{name} warm-up", args.stall_timeout)
+            if collector.resolve(warm) == 0:
                 dead = client.xrevrange(streams.dead_letter_stream, count=3)
-                raise RuntimeError(f"{name}: the warm-up signups were not all decided; last dead letters: {dead}")
+                raise RuntimeError(f"{name}: no warm-up signup was decided; last dead letters: {dead}")
             phases: list[tuple[str, Callable[[], list[Sample]], float]] = [
                 (
                     "sustained",
@@ -507,7 +523,7 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
                 with CpuMeter(running.pids) as cpu:
                     t_start = time.time()
                     samples = publish()
-                    await_decisions(collector, samples, timeout, f"{name} {phase}")
+                    await_decisions(collector, samples, timeout, f"{name} {phase}", args.stall_timeout)
                 dead = client.xlen(streams.dead_letter_stream) - dead_before
                 summary = summarize(samples, t_start, cpu.result, dead)
                 summary["cpu"]["variant_cpu_s_per_decision"] = (
@@ -517,6 +533,8 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
                     [round(s.published - t_start, 3), None if s.latency is None else round(s.latency, 3)]
                     for s in samples
                 ]
+                if running.notes is not None:
+                    summary["notes"] = running.notes([s.event_id for s in samples])
                 result[phase] = summary
                 log(f"{name} {phase}: {_brief(summary)}")
         finally:
@@ -629,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="signups before measuring (1 per second)")
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--burst-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--stall-timeout", type=float, default=60.0, help="stop waiting when no decision came for this long"
+    )
     parser.add_argument("--metadata-db", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"))
     parser.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,11 @@ def test_real_runs_are_archived_from_a_live_instance_and_the_audit_finds_the_dec
             assert decision is not None, f"no decision for {event['event_id']}"
             decisions[event["event_id"]] = decision
         assert len(stack.dag_runs()) == 5
+        # A decision is published inside the run's task: the run ends a moment later.
+        deadline = time.monotonic() + 120
+        while {r["state"] for r in stack.dag_runs()} != {"success"} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert {r["state"] for r in stack.dag_runs()} == {"success"}
 
         # Everything finished is older than a cut-off of 0 days; the instance keeps running.
         archive_dir = tmp_path / "archive"
