@@ -10,7 +10,9 @@ For each variant in turn: start it, warm it up, then
   2. `burst`: publish --burst signups at once.
 A collector reads the decisions stream and stamps when each decision became visible to
 the app. Latency is the app's view: from publishing the signup to seeing its decision.
-Every event must be decided; one that is not is reported as lost (so are dead letters).
+Every event must be decided: one still undecided when the benchmark stops waiting (the
+drain time, or --stall-timeout without any decision) is reported as `undecided`, and as
+lost only where the variant cannot decide it later (`assetwatcher`: pub/sub keeps nothing).
 
 Variants:
   tuned        the full local stack (`onboarding-stack`: realtime + batch Airflow,
@@ -19,6 +21,9 @@ Variants:
                (ONBOARDING_DAG_SHAPE=stepwise: enrich -> score -> decide -> publish);
   defaults     the same stack and DAG, the realtime instance on Airflow's default
                settings (only what security and correctness need is kept);
+  unwarmed     (only when asked for) `tuned` without deploy/realtime/airflow_local_settings.py:
+               no model, scikit-learn or DAG imports warmed before the task processes fork,
+               no schema-check cache in the API server;
   inprocess    the listener deciding in its own process, no Airflow: the floor;
   assetwatcher Airflow's own event-driven path: an AssetWatcher with the Redis
                message-queue trigger (benchmarks/assetwatcher), one task per run.
@@ -61,6 +66,9 @@ from onboarding.publisher import new_signup  # noqa: E402
 from onboarding.settings import StreamSettings  # noqa: E402
 
 VARIANTS = ("tuned", "stepwise", "defaults", "inprocess", "assetwatcher")
+# Not in the default set: a lever measured on its own, side by side with `tuned`.
+EXTRA_VARIANTS = ("unwarmed",)
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 STAGES = (
     # name, from, to (timestamps of the decision event; "published" = the generator's
     # publish time, "seen" = when the collector saw the decision)
@@ -237,7 +245,7 @@ def percentile(ordered: list[float], q: float) -> float:
 def summarize(samples: list[Sample], t_start: float, cpu: dict[str, float], dead_letters: int) -> dict[str, Any]:
     decided = [s for s in samples if s.latency is not None]
     latencies = sorted(s.latency for s in decided)  # type: ignore[misc]
-    out: dict[str, Any] = {"published": len(samples), "decided": len(decided), "lost": len(samples) - len(decided)}
+    out: dict[str, Any] = {"published": len(samples), "decided": len(decided), "undecided": len(samples) - len(decided)}
     out["dead_lettered"] = dead_letters
     if latencies:
         out |= {
@@ -340,6 +348,9 @@ def stack_variant(
                 spec = instance.spec
                 instance.spec = InstanceSpec(**{**spec.__dict__, "extra_env": {**spec.extra_env, **realtime_env}})
                 described["realtime_env"] = realtime_env
+            if name == "unwarmed" and kind == "realtime":
+                instance.spec = InstanceSpec(**{**instance.spec.__dict__, "local_settings": None})
+                described["local_settings"] = None
             if name == "stepwise" and kind == "realtime":
                 spec = instance.spec
                 instance.spec = InstanceSpec(
@@ -473,7 +484,7 @@ def await_decisions(
         if done != last_done:
             last_progress, last_done = time.monotonic(), done
         elif time.monotonic() - last_progress > stall_s:
-            log(f"  {tag}: no decision for {stall_s:.0f} s: {len(samples) - done} undecided, counted lost")
+            log(f"  {tag}: no decision for {stall_s:.0f} s: {len(samples) - done} undecided")
             return
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
@@ -486,7 +497,7 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
     streams = StreamSettings.from_env({"REDIS_URL": args.redis_url})
-    if name in ("tuned", "stepwise", "defaults"):
+    if name in ("tuned", "stepwise", "defaults", "unwarmed"):
         overrides = dict(item.split("=", 1) for item in args.realtime_env)
         context = stack_variant(name, home, args.redis_url, args.metadata_db, overrides)
     elif name == "inprocess":
@@ -494,7 +505,7 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
     elif name == "assetwatcher":
         context = assetwatcher_variant(home, args.redis_url, args.metadata_db)
     else:
-        raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+        raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS + EXTRA_VARIANTS)}")
     result: dict[str, Any] = {"variant": name}
     with context as running:
         result["setup"] = running.description
@@ -544,7 +555,7 @@ def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, An
 
 
 def _brief(summary: dict[str, Any]) -> str:
-    keys = ("decided", "lost", "p50_s", "p99_s", "max_s", "throughput_per_s")
+    keys = ("decided", "undecided", "p50_s", "p99_s", "max_s", "throughput_per_s")
     return ", ".join(f"{k}={summary.get(k)}" for k in keys)
 
 
@@ -575,15 +586,15 @@ def markdown(report: dict[str, Any]) -> str:
         out += [
             f"### {title}",
             "",
-            "| variant | decided | lost | p50 s | p95 s | p99 s | max s | decisions/s | p50 vs tuned | p99 vs tuned"
-            " | decisions/s vs tuned | events/run | host CPU cores | variant CPU s/decision |",
+            "| variant | decided | undecided | p50 s | p95 s | p99 s | max s | decisions/s | p50 vs tuned"
+            " | p99 vs tuned | decisions/s vs tuned | events/run | host CPU cores | variant CPU s/decision |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         b = base.get(phase, {})
         for r in rows:
             s = r[phase]
             out.append(
-                f"| {r['variant']} | {s['decided']}/{s['published']} | {s['lost']}"
+                f"| {r['variant']} | {s['decided']}/{s['published']} | {s.get('undecided', s.get('lost'))}"
                 f" | {s.get('p50_s')} | {s.get('p95_s')}"
                 f" | {s.get('p99_s')} | {s.get('max_s')} | {s.get('throughput_per_s')}"
                 f" | {_ratio(s.get('p50_s'), b.get('p50_s'))} | {_ratio(s.get('p99_s'), b.get('p99_s'))}"
@@ -614,11 +625,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
             points = sorted(v for _, v in r[phase]["latencies"] if v is not None)
             if not points:
                 continue
-            ys = [(i + 1) / len(points) for i in range(len(points))]
-            ax.step(points, ys, where="post", label=f"{r['variant']} (p99 {r[phase].get('p99_s')} s)")
+            # Of all published signups: a variant that loses or leaves some never reaches 1.
+            published = len(r[phase]["latencies"])
+            ys = [(i + 1) / published for i in range(len(points))]
+            color = COLORS[(VARIANTS + EXTRA_VARIANTS).index(r["variant"]) % len(COLORS)]
+            label = f"{r['variant']} (p99 {r[phase].get('p99_s')} s, {len(points)}/{published} decided)"
+            ax.step(points, ys, where="post", label=label, color=color)
         ax.set_xscale("log")
         ax.set_xlabel("signup -> decision seen by the app (s, log scale)")
-        ax.set_ylabel("fraction of signups decided")
+        ax.set_ylabel("fraction of published signups decided")
         args = report["args"]
         title = (
             f"sustained {args['rate']}/s for {args['duration']} s"
@@ -661,7 +676,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     parser.add_argument("--keep-home", action="store_true", help="keep the variants' homes (logs) afterwards")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only write the table and plot of an earlier run")
     args = parser.parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "latency.md").write_text(markdown(report) + "\n")
+        plot(report, args.out / "latency.png")
+        print(markdown(report))
+        return 0
     # Stopped by SIGTERM: unwind, so the variant in progress stops its processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
