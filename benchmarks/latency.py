@@ -649,6 +649,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the checkout when inside it."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
 def host_description() -> str:
     return f"{psutil.cpu_count()} CPUs, {round(psutil.virtual_memory().total / 2**30)} GiB, {platform.python_version()}"
 
@@ -695,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": host_description(),
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (_shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": [],
     }
     base = Path(tempfile.mkdtemp(prefix="onboarding-latency-"))
