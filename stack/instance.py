@@ -181,7 +181,7 @@ class AirflowInstance:
         if self.uses_fab:
             self.create_users()
             if self.database_url.startswith("sqlite"):
-                _use_wal(self.home / "airflow.db")
+                use_wal(self.home / "airflow.db")
 
     def create_users(self) -> None:
         """FAB: the admin and listener users with their generated passwords, and the listener's
@@ -282,7 +282,7 @@ class AirflowInstance:
         raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
 
 
-def _use_wal(db_file: Path) -> None:
+def use_wal(db_file: Path) -> None:
     """SQLite in WAL mode (persistent in the file): readers no longer block writers.
 
     The FAB auth manager's login path leaves its session's read transaction open after a

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import re
-import sqlite3
 import sys
 import time
 import uuid
@@ -44,7 +43,7 @@ import redis
 from onboarding.decision import DecisionEvent
 from onboarding.settings import StreamSettings
 from stack.errors import StackError
-from stack.instance import AirflowInstance, InstanceSpec, ensure_postgres_database
+from stack.instance import AirflowInstance, InstanceSpec, ensure_postgres_database, use_wal
 from stack.processes import ManagedProcess
 from stack.settings import PROJECT_ROOT
 
@@ -263,13 +262,6 @@ def _model_dir() -> Path:
     return model_dir
 
 
-def _use_wal(db_file: Path) -> None:
-    """SQLite in WAL mode, as the realtime instance's (stack.instance): readers do not block
-    the scheduler's, triggerer's and tasks' commits."""
-    with sqlite3.connect(db_file) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-
-
 @contextlib.contextmanager
 def assetwatcher_instance(
     home: Path,
@@ -330,7 +322,7 @@ def assetwatcher_instance(
         ensure_postgres_database(database_url)
     instance.migrate()
     if instance.database_url.startswith("sqlite"):
-        _use_wal(home / "airflow.db")
+        use_wal(home / "airflow.db")  # readers do not block the triggerer's and tasks' commits
     triggerer = ManagedProcess(
         name=f"{spec.name}-triggerer",
         argv=[sys.executable, "-m", "airflow", "triggerer"],
