@@ -1,27 +1,67 @@
-"""Realtime instance: warm the risk model in the process that forks the task processes.
+"""Realtime instance: Param schema checks done once, and a warm process to fork tasks from.
 
-LocalExecutor forks its workers from the scheduler; on CeleryExecutor the `airflow celery
-worker` process forks its pool, and each task process is forked from those. Importing
-scikit-learn and loading the model here, once, means every onboarding task starts with
-both already in memory instead of paying ~1.5 s of imports per task (far more when many
-tasks start at once). Airflow imports this module in every process; only the scheduler
-and the Celery workers warm up.
+Airflow imports this module once in every process of the instance (`airflow.settings`
+finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does two things:
+
+1. Every process: Param validation checks each distinct schema against the JSON Schema
+   metaschema once instead of on every call (onboarding/schema_checks.py), unless
+   ONBOARDING_MEMOIZE_PARAM_SCHEMAS is false. The check was a third of the API server's
+   trigger call (docs/benchmarks.md).
+2. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
+   forks its workers from the scheduler; on CeleryExecutor the `airflow celery worker`
+   process forks its pool, and each task process is forked from those. Importing
+   scikit-learn and loading the model here, once, means every onboarding task starts with
+   both already in memory instead of paying ~1.5 s of imports per task (far more when
+   many tasks start at once).
+
+Airflow copies every name of this module not starting with `__` into `airflow.settings` (and
+treats cluster-policy names as policies); `__all__` is empty so that none of ours can shadow its own.
 """
 
 import logging
 import sys
+from collections.abc import Sequence
 
-# Every process: validate DAG params without re-checking their schema each time (the
-# largest single cost of a trigger in the API server; onboarding/schema_checks.py).
-try:
-    from onboarding.schema_checks import memoize_schema_checks
+__all__: list[str] = []
 
-    memoize_schema_checks()
-except Exception:  # slower, not broken
-    logging.getLogger("onboarding").exception("could not install the schema-check cache")
+_log = logging.getLogger("onboarding")
 
-_ARGS = sys.argv[1:]
-if _ARGS[:1] == ["scheduler"] or sys.argv[-1:] == ["scheduler"] or _ARGS[:2] == ["celery", "worker"]:
+
+def forks_task_processes(argv: Sequence[str]) -> bool:
+    """Whether this process is `airflow scheduler` or `airflow celery worker`, judged by its argv.
+
+    Airflow 3.3 has no hook that runs in exactly these processes before they fork: the
+    listener lifecycle hook `on_starting` fires when the scheduler's Job is created (before
+    its executor forks) but needs a plugin registered in each instance, and a Celery worker
+    is not a Job. So the command line decides. The forms Airflow 3.3 produces here
+    (tests/unit/test_schema_checks.py checks each):
+      `airflow scheduler ...`            ['/path/bin/airflow', 'scheduler', ...]
+      `python -m airflow scheduler ...`  ['-m', 'scheduler', ...]: this module is imported
+                                         while `-m` still locates the package (how
+                                         stack/instance.py starts it)
+      `airflow celery worker ...`        ['/path/bin/airflow', 'celery', 'worker', ...]
+    A `--help` is not a start. Spawned children of these processes would inherit their
+    argv, but on Linux the executors fork (the children never import this module again).
+    """
+    args = list(argv[1:])
+    if "-h" in args or "--help" in args:
+        return False
+    return args[:1] == ["scheduler"] or args[:2] == ["celery", "worker"]
+
+
+def _memoize_param_schema_checks() -> None:
+    try:
+        from onboarding import schema_checks
+    except ImportError:  # slower, not broken
+        _log.exception("onboarding: could not import the Param schema-check cache")
+        return
+    # Read once, here; a value that is not a boolean stops the process with a message naming it.
+    if schema_checks.enabled_from_env():
+        schema_checks.install()
+
+
+def _warm_up() -> None:
+    warmed = []
     try:
         from onboarding.schema import signup_schema
         from risk import steps  # noqa: F401
@@ -30,25 +70,32 @@ if _ARGS[:1] == ["scheduler"] or sys.argv[-1:] == ["scheduler"] or _ARGS[:2] == 
         from risk.settings import RiskSettings
 
         signup_schema(1)  # the DAG file builds its params from it: parsed once, here
-        _settings = RiskSettings.from_env()
-        _model = model_store(_settings.model_dir).current()
-        redis_client(_settings.streams.redis_url)
+        settings = RiskSettings.from_env()
+        model = model_store(settings.model_dir).current()
+        redis_client(settings.streams.redis_url)
         # Score one application: scikit-learn's input checks import their dataframe
         # support on first use (a profile showed it as two thirds of a task's scoring).
-        from onboarding.publisher import sample_application
-        from risk.model import probability_bad, reason_codes
+        from risk.model import load_training_data, probability_bad, reason_codes
 
-        _application = sample_application()
-        probability_bad(_model.pipeline, _application)
-        reason_codes(_model.pipeline, _application)
+        application = dict(load_training_data().applications[0])
+        probability_bad(model.pipeline, application)
+        reason_codes(model.pipeline, application)
+        warmed.append("the risk model")
     except Exception:  # the DAG loads the model itself; a cold start is slower, not broken
-        logging.getLogger("onboarding").exception("could not warm the risk model")
+        _log.exception("could not warm the risk model")
     try:
         # The DAG file's own imports: `airflow.sdk` resolves them lazily, and a profile
         # showed them as nearly half of each task process's DAG parse.
         from airflow.sdk import Param, TriggerRule, dag, task  # noqa: F401
         from airflow.sdk.exceptions import AirflowFailException  # noqa: F401
+
+        warmed.append("the DAG's imports")
     except Exception:
-        logging.getLogger("onboarding").exception("could not pre-import the DAG's modules")
-    else:
-        print("onboarding: warmed the risk model and the DAG's imports before forking task processes", file=sys.stderr)
+        _log.exception("could not pre-import the DAG's modules")
+    if warmed:
+        print(f"onboarding: warmed {' and '.join(warmed)} before forking task processes", file=sys.stderr)
+
+
+_memoize_param_schema_checks()
+if forks_task_processes(sys.argv):
+    _warm_up()
