@@ -10,7 +10,7 @@ from pathlib import Path
 
 from onboarding.env import Env
 from onboarding.errors import ConfigError
-from stack.settings import PROJECT_ROOT
+from onboarding.settings import default_home
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,11 @@ class InstanceDatabase:
 
 @dataclass(frozen=True)
 class ArchiveSettings:
-    archive_dir: Path = PROJECT_ROOT / "var" / "archive"
+    """Defaults under the service's home (`default_home`): the store in archive/, the local
+    realtime instance's SQLite database in realtime/airflow.db. Constructed directly, the
+    defaults are those of an empty environment."""
+
+    archive_dir: Path = field(default_factory=lambda: default_home({}) / "archive")
     cutoff_days: float = 7.0
     batch_size: int = 2000  # DAG runs (or log/job rows) per copy-verify-delete transaction
     workers: int = 2  # batches moved at once (PostgreSQL; SQLite has one writer): docs/archive.md
@@ -55,7 +59,7 @@ class ArchiveSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ArchiveSettings:
         environ = os.environ if environ is None else environ
         env = Env(environ)
-        home = env.path("ONBOARDING_HOME", PROJECT_ROOT / "var")
+        home = default_home(environ)
         instances = [
             InstanceDatabase("realtime", env.str("ARCHIVE_REALTIME_DB_URL", f"sqlite:///{home}/realtime/airflow.db"))
         ]

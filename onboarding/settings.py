@@ -1,13 +1,25 @@
-"""Where the streams live: the settings every component shares."""
+"""What every component shares: where the streams live and where the service keeps its data."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from onboarding.env import Env
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """The service's data home: ONBOARDING_HOME if set, else `var/` in the current directory.
+
+    Never a path derived from where the code is installed: an installed wheel has no
+    checkout around it. The default suits commands run from the checkout root (the
+    scripts and the tests do); anywhere else, set ONBOARDING_HOME. The result is absolute,
+    so it means the same to child processes started in another directory.
+    """
+    return Env(environ).path("ONBOARDING_HOME", Path("var")).absolute()
 
 
 def redacted_url(url: str) -> str:

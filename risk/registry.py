@@ -157,6 +157,8 @@ def history(model_dir: Path) -> list[dict[str, Any]]:
 
 
 def versions(model_dir: Path) -> list[dict[str, Any]]:
+    if not model_dir.is_dir():  # nothing trained here yet (a fresh install, a new ONBOARDING_HOME)
+        return []
     current = _current_or_none(model_dir)
     out = []
     for folder in sorted(p for p in model_dir.iterdir() if (p / METADATA_FILE).is_file()):

@@ -8,18 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboarding.env import Env
-from onboarding.settings import StreamSettings
-
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "var" / "models"
+from onboarding.settings import StreamSettings, default_home
 
 
 @dataclass(frozen=True)
 class RiskSettings:
-    """RISK_MODEL_DIR (default: var/models in the project checkout), RISK_REVIEW_COST,
-    RISK_REVIEW_CAPACITY, RISK_GATE_*, DECISION_MARKER_TTL_S, and the stream settings."""
+    """RISK_MODEL_DIR (default: models/ in the service's home, `default_home`), RISK_REVIEW_COST,
+    RISK_REVIEW_CAPACITY, RISK_GATE_*, DECISION_MARKER_TTL_S, and the stream settings.
+
+    Constructed directly, the defaults are those of an empty environment."""
 
     streams: StreamSettings = field(default_factory=StreamSettings)
-    model_dir: Path = DEFAULT_MODEL_DIR
+    model_dir: Path = field(default_factory=lambda: default_home({}) / "models")
     review_cost: float = 0.7
     review_capacity: float = 0.15
     gate_max_cost_increase: float = 0.0
@@ -32,7 +32,7 @@ class RiskSettings:
         env = Env(source)
         return cls(
             streams=StreamSettings.from_env(source),
-            model_dir=env.path("RISK_MODEL_DIR", DEFAULT_MODEL_DIR),
+            model_dir=env.path("RISK_MODEL_DIR", default_home(source) / "models"),
             review_cost=env.float("RISK_REVIEW_COST", cls.review_cost, minimum=0.0),
             review_capacity=env.float("RISK_REVIEW_CAPACITY", cls.review_capacity, minimum=0.0),
             gate_max_cost_increase=env.float("RISK_GATE_MAX_COST_INCREASE", cls.gate_max_cost_increase, minimum=0.0),

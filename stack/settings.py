@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboarding.env import Env
 from onboarding.errors import ConfigError
+from onboarding.settings import default_home
+from stack.errors import StackError
 
+# The checkout the stack runs: its deploy/ and dags/ folders. Only the local runner may
+# know it; the service's data home is onboarding.settings.default_home, as everywhere.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DEFAULT_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_realtime"
 POSTGRES_BATCH_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_batch"
@@ -17,7 +21,8 @@ POSTGRES_BATCH_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/onboarding_b
 
 @dataclass(frozen=True)
 class StackSettings:
-    """ONBOARDING_HOME (default var/ in the checkout) holds every instance's state and logs.
+    """ONBOARDING_HOME (default: var/ in the current directory, so the checkout's var/ when run
+    from the checkout root as scripts/demo does) holds every instance's state and logs.
 
     ONBOARDING_METADATA_DB: `sqlite` (default), `postgres` (a local server, databases
     onboarding_realtime and onboarding_batch) or a full SQLAlchemy URL of the realtime
@@ -25,7 +30,7 @@ class StackSettings:
     suffixed `_batch` (or ONBOARDING_BATCH_METADATA_DB, a URL).
     """
 
-    home: Path = PROJECT_ROOT / "var"
+    home: Path = field(default_factory=lambda: default_home({}))
     metadata_db: str = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
     realtime_api_port: int = 28080
@@ -66,12 +71,19 @@ class StackSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackSettings:
-        env = Env(os.environ if environ is None else environ)
+        if not (PROJECT_ROOT / "deploy").is_dir():
+            raise StackError(
+                f"the local stack runs the Airflow config and DAGs of a source checkout (deploy/, dags/), and "
+                f"{PROJECT_ROOT} is none: this is an installed package; run onboarding-stack from a clone of the "
+                "repository (scripts/demo)"
+            )
+        source = os.environ if environ is None else environ
+        env = Env(source)
         metadata_db = env.str("ONBOARDING_METADATA_DB", cls.metadata_db)
         if metadata_db not in ("sqlite", "postgres") and "://" not in metadata_db:
             raise ConfigError(f"ONBOARDING_METADATA_DB={metadata_db!r} must be sqlite, postgres or a SQLAlchemy URL")
         return cls(
-            home=env.path("ONBOARDING_HOME", PROJECT_ROOT / "var"),
+            home=default_home(source),
             metadata_db=metadata_db,
             redis_url=env.str("REDIS_URL", cls.redis_url),
             realtime_api_port=env.int("REALTIME_API_PORT", cls.realtime_api_port, minimum=1),

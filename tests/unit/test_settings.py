@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import stack.settings
+from archiver.settings import ArchiveSettings
 from listener.settings import ListenerSettings
 from onboarding.errors import ConfigError
+from onboarding.settings import default_home
 from risk.settings import RiskSettings
+from stack.errors import StackError
 from stack.settings import StackSettings
 
 
@@ -61,6 +69,57 @@ def test_risk_settings() -> None:
     settings = RiskSettings.from_env({"RISK_MODEL_DIR": "/models", "RISK_REVIEW_COST": "0.5"})
     assert str(settings.model_dir) == "/models"
     assert settings.review_cost == 0.5
+
+
+def test_the_data_home_is_onboarding_home_else_var_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cwd = Path.cwd()
+    assert default_home({}) == cwd / "var"
+    assert default_home({"ONBOARDING_HOME": "/srv/onboarding"}) == Path("/srv/onboarding")
+    # Absolute, so that it means the same to a child process started in another directory.
+    assert default_home({"ONBOARDING_HOME": "data"}) == cwd / "data"
+
+
+def test_every_component_keeps_its_data_in_the_one_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    var = Path.cwd() / "var"
+    for environ, home in (({}, var), ({"ONBOARDING_HOME": "/srv/onboarding"}, Path("/srv/onboarding"))):
+        archive = ArchiveSettings.from_env(environ)
+        assert RiskSettings.from_env(environ).model_dir == home / "models"
+        assert archive.archive_dir == home / "archive"
+        assert archive.instance("realtime").url == f"sqlite:///{home}/realtime/airflow.db"
+        assert StackSettings.from_env(environ).home == home
+    # Built directly, the defaults are those of an empty environment.
+    assert RiskSettings().model_dir == var / "models"
+    assert ArchiveSettings().archive_dir == var / "archive"
+    assert StackSettings().home == var
+
+
+def test_the_specific_variables_still_win_over_the_home() -> None:
+    environ = {
+        "ONBOARDING_HOME": "/srv/onboarding",
+        "RISK_MODEL_DIR": "/models",
+        "ARCHIVE_DIR": "/archive",
+        "ARCHIVE_REALTIME_DB_URL": "postgresql://db/realtime",
+    }
+    archive = ArchiveSettings.from_env(environ)
+    assert RiskSettings.from_env(environ).model_dir == Path("/models")
+    assert archive.archive_dir == Path("/archive")
+    assert archive.instance("realtime").url == "postgresql://db/realtime"
+
+
+def test_production_settings_do_not_import_the_local_runner() -> None:
+    code = "import sys, archiver.settings, risk.settings; print([m for m in sys.modules if m.split('.')[0] == 'stack'])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_stack_refuses_to_run_without_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack.settings, "PROJECT_ROOT", tmp_path / "site-packages")
+    with pytest.raises(StackError, match="source checkout"):
+        StackSettings.from_env({})
 
 
 def test_urls_in_messages_hide_their_password() -> None:
