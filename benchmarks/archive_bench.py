@@ -25,15 +25,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
 
 import sqlalchemy as sa  # noqa: E402
 
 from onboarding.decision import wait_for_decision  # noqa: E402
 from onboarding.publisher import new_signup, publish_signup  # noqa: E402
-from tests.archiver.seed import seed_runs  # noqa: E402
-from tests.conftest import NoSession, train_baseline  # noqa: E402
-from tests.e2e.conftest import running_realtime  # noqa: E402
+from testkit.model import train_baseline  # noqa: E402
+from testkit.realtime import NoSession, running_realtime  # noqa: E402
+from testkit.seed import seed_runs  # noqa: E402
 
 
 def _probe(stack, count: int | None = None, until: threading.Event | None = None) -> list[float]:

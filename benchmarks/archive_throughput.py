@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
 
 import sqlalchemy as sa  # noqa: E402
 
@@ -30,9 +30,9 @@ from archiver.archive import Archiver  # noqa: E402
 from archiver.settings import ArchiveSettings, InstanceDatabase  # noqa: E402
 from archiver.store import ArchiveStore  # noqa: E402
 from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database  # noqa: E402
-from tests.archiver.conftest import PG, _postgres_copy  # noqa: E402
-from tests.archiver.seed import seed_runs  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from testkit.postgres import PG, postgres_copy  # noqa: E402
+from testkit.seed import seed_runs  # noqa: E402
+from testkit.services import free_port  # noqa: E402
 
 
 def _config(text: str) -> tuple[int, int]:
@@ -60,7 +60,7 @@ def main() -> int:
         for round_no in range(1, args.rounds + 1):
             first = None
             for batch_size, workers in configs:
-                url = _postgres_copy(template)
+                url = postgres_copy(template)
                 engine = sa.create_engine(url)
                 try:
                     seed_runs(engine, args.runs, datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=60))

@@ -25,11 +25,10 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
 
 from onboarding.publisher import new_signup, publish_signup  # noqa: E402
-from tests.conftest import NoSession, train_baseline  # noqa: E402
-from tests.e2e.celery_stack import (  # noqa: E402
+from testkit.celery_stack import (  # noqa: E402
     E2E_REDIS_URL,
     WORKER_CONCURRENCY,
     celery_realtime,
@@ -37,6 +36,8 @@ from tests.e2e.celery_stack import (  # noqa: E402
     start_workers,
     wait_decisions,
 )
+from testkit.model import train_baseline  # noqa: E402
+from testkit.realtime import NoSession  # noqa: E402
 
 
 def _ts(value: str) -> float:

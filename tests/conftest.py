@@ -1,29 +1,23 @@
 """Shared fixtures: real Redis (and PostgreSQL) or a loud failure in CI.
 
 Like dramatiq's suite: a service that is down skips its tests on a laptop but fails them
-when CI is set, so a green CI run always means the real thing was exercised.
+when CI is set, so a green CI run always means the real thing was exercised. The helpers
+behind these fixtures, which the benchmarks share, are in `testkit`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-IN_CI = bool(os.environ.get("CI"))
+from testkit.model import train_baseline
+from testkit.services import require
+
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def require(available: bool, what: str) -> None:
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI but is not available")
-    pytest.skip(f"{what} is not available")
 
 
 @pytest.fixture
@@ -38,30 +32,6 @@ def redis_client() -> Iterator[redis.Redis]:
     yield client
     client.flushdb()
     client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def train_baseline(model_dir: Path) -> Path:
-    """Train and save the service's model with the default policy as the current version."""
-    from risk.artifacts import save_model
-    from risk.model import fit, load_training_data
-    from risk.policy import CostMatrix, Policy
-
-    data = load_training_data()
-    policy = Policy.from_costs(CostMatrix(review_cost=0.7))
-    save_model(model_dir, fit(data), policy, data.sha256, {"cv_auc": 0.0})
-    return model_dir
-
-
-class NoSession:
-    """Stands in for pytest's session where the e2e helpers run outside pytest (benchmarks)."""
-
-    testsfailed = 0
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import require
+from testkit.services import require
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_REDIS_URL = os.environ.get("BENCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")

@@ -9,16 +9,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import sqlalchemy as sa
 
 from archiver.archive import make_engine
 from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database
-from tests.conftest import free_port, require
-from tests.e2e.conftest import postgres_available
+from testkit.postgres import PG, postgres_available, postgres_copy
+from testkit.services import free_port, require
 
-PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 TEMPLATE_DB = f"onboarding_archive_template_{os.getpid()}"
 
 
@@ -47,22 +45,6 @@ def postgres_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     drop_postgres_database(url)
 
 
-_counter = iter(range(1_000_000))
-
-
-def _postgres_copy(template_url: str) -> str:
-    name = f"onboarding_archive_{os.getpid()}_{next(_counter)}"
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_url.rsplit("/", 1)[1]}"')
-    finally:
-        conn.close()
-    return f"{PG}/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated, empty Airflow metadata database of each kind."""
@@ -71,7 +53,7 @@ def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
-    url = _postgres_copy(request.getfixturevalue("postgres_template"))
+    url = postgres_copy(request.getfixturevalue("postgres_template"))
     yield url
     drop_postgres_database(url)
 

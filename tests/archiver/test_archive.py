@@ -19,7 +19,7 @@ from archiver.audit import find_runs
 from archiver.settings import ArchiveSettings, InstanceDatabase
 from archiver.store import ArchiveStore, rows_of
 from stack.settings import PROJECT_ROOT
-from tests.archiver.seed import seed_jobs, seed_runs
+from testkit.seed import seed_jobs, seed_runs
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=10)

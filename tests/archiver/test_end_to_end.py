@@ -13,7 +13,7 @@ from archiver.settings import ArchiveSettings, InstanceDatabase
 from archiver.store import ArchiveStore
 from onboarding.decision import wait_for_decision
 from onboarding.publisher import new_signup, publish_signup
-from tests.e2e.conftest import running_realtime
+from testkit.realtime import running_realtime
 
 pytestmark = pytest.mark.e2e
 

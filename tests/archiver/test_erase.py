@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from archiver.audit import find_runs
 from archiver.erase import erase_user
-from tests.archiver.seed import seed_runs
+from testkit.seed import seed_runs
 from tests.archiver.test_archive import OLD, archived, make_archiver
 
 

@@ -24,8 +24,8 @@ from archiver.settings import ArchiveSettings, InstanceDatabase
 from archiver.store import ArchiveStore
 from archiver.tables import tree
 from onboarding.errors import ConfigError
-from tests.archiver.seed import airflow_tables, seed_runs
-from tests.conftest import require
+from testkit.seed import airflow_tables, seed_runs
+from testkit.services import require
 
 REDIS_URL = os.environ.get("ARCHIVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 OLD = datetime.now(UTC) - timedelta(days=10)

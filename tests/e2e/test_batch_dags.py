@@ -20,8 +20,8 @@ from risk.model import load_training_data
 from risk.registry import history
 from risk.settings import RiskSettings
 from stack.instance import AirflowInstance, InstanceSpec
-from tests.conftest import free_port
-from tests.e2e.conftest import E2E_REDIS_URL
+from testkit.realtime import E2E_REDIS_URL
+from testkit.services import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from onboarding.publisher import new_signup, publish_signup
-from tests.e2e.celery_stack import celery_call, celery_realtime, wait_decisions
-from tests.e2e.conftest import E2E_REDIS_URL
+from testkit.celery_stack import E2E_REDIS_URL, celery_call, celery_realtime, wait_decisions
 
 pytestmark = pytest.mark.e2e
 

@@ -25,14 +25,15 @@ from typing import Any
 
 import httpx
 import pytest
-
 from listener.airflow import AirflowClient, run_id_for
+
 from listener.settings import AirflowSettings
 from onboarding.decision import utc_now
 from onboarding.publisher import new_signup, publish_raw, publish_signup
 from onboarding.schema import validate_signup
 from stack.processes import ManagedProcess
-from tests.e2e.conftest import REPORT, RealtimeStack, running_realtime
+from testkit.realtime import RealtimeStack, running_realtime
+from tests.e2e.conftest import REPORT
 
 pytestmark = pytest.mark.e2e
 

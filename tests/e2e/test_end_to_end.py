@@ -11,7 +11,8 @@ import pytest
 from onboarding.decision import DecisionEvent
 from onboarding.publisher import new_signup, publish_raw, publish_signup
 from risk.artifacts import CURRENT_FILE
-from tests.e2e.conftest import LATENCIES, RealtimeStack
+from testkit.realtime import RealtimeStack
+from tests.e2e.conftest import LATENCIES
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ import redis
 
 from onboarding.decision import wait_for_decision
 from onboarding.publisher import new_signup, publish_signup
-from tests.conftest import free_port
-from tests.e2e.conftest import E2E_REDIS_URL
+from testkit.realtime import E2E_REDIS_URL
+from testkit.services import free_port
 
 pytestmark = pytest.mark.e2e
 

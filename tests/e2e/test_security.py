@@ -24,11 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from onboarding.redis_acl import apply
 
 from onboarding.publisher import new_signup, publish_raw
-from onboarding.redis_acl import apply
 from onboarding.settings import StreamSettings
-from tests.e2e.conftest import E2E_REDIS_URL, RealtimeStack, running_realtime
+from testkit.realtime import E2E_REDIS_URL, RealtimeStack, running_realtime
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def secured(
     try:
         admin.ping()
     except redis.RedisError:
-        from tests.conftest import require
+        from testkit.services import require
 
         require(False, f"Redis at {E2E_REDIS_URL}")
     environ = {f"REDIS_ACL_PASSWORD_{role.upper()}": pw for role, pw in passwords.items()}

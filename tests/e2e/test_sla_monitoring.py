@@ -29,8 +29,8 @@ from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now, wait_for_decision
 from onboarding.publisher import new_signup, publish_raw, publish_signup
 from stack.processes import ManagedProcess
-from tests.conftest import free_port, require
-from tests.e2e.conftest import RealtimeStack, running_realtime
+from testkit.realtime import RealtimeStack, running_realtime
+from testkit.services import free_port, require
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,8 @@ from listener.metrics import ListenerMetrics
 from risk.drift import DriftCollector
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.settings import SlaSettings
-from tests.conftest import TEST_REDIS_URL, require
+from testkit.services import require
+from tests.conftest import TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -13,7 +13,8 @@ import httpx
 import redis
 
 from onboarding.decision import DecisionEvent, publish_decision
-from tests.conftest import TEST_REDIS_URL, free_port
+from testkit.services import free_port
+from tests.conftest import TEST_REDIS_URL
 
 
 def test_serve_observes_serves_and_stops_on_sigterm(redis_client: redis.Redis) -> None:

@@ -12,7 +12,8 @@ import httpx
 import redis
 
 from onboarding.publisher import new_signup, publish_signup
-from tests.conftest import TEST_REDIS_URL, free_port
+from testkit.services import free_port
+from tests.conftest import TEST_REDIS_URL
 
 
 def test_sigterm_exits_cleanly_and_leaves_unsettled_work_pending(redis_client: redis.Redis) -> None:

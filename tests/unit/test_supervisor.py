@@ -15,7 +15,7 @@ import pytest
 
 from stack.settings import StackSettings
 from stack.supervisor import Plan, Service, read_state
-from tests.conftest import free_port
+from testkit.services import free_port
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time\nwhile True: time.sleep(0.1)"]

@@ -1,7 +1,7 @@
 """The realtime instance scaled out on this machine: CeleryExecutor with a Redis broker and
 the PostgreSQL metadata database as result backend, N `airflow celery worker` processes,
-and M listener processes in one consumer group. Used by test_celery_scaleout.py and
-benchmarks/celery_scaleout.py."""
+and M listener processes in one consumer group. Used by tests/e2e/test_celery_scaleout.py
+and benchmarks/celery_scaleout.py."""
 
 from __future__ import annotations
 
@@ -20,9 +20,17 @@ from sqlalchemy.engine import make_url
 
 from onboarding.decision import DecisionEvent
 from stack.processes import ManagedProcess
-from tests.e2e.conftest import E2E_REDIS_URL, RealtimeStack, running_realtime
+from testkit.realtime import E2E_REDIS_URL, RealtimeStack, SessionLike, running_realtime
 
-__all__ = ["E2E_REDIS_URL", "celery_realtime", "start_workers", "wait_decisions"]
+__all__ = [
+    "E2E_REDIS_URL",
+    "WORKER_CONCURRENCY",
+    "celery_call",
+    "celery_realtime",
+    "decisions",
+    "start_workers",
+    "wait_decisions",
+]
 
 # Each worker runs this many task processes at once; two workers double the slots.
 WORKER_CONCURRENCY = 4
@@ -115,13 +123,13 @@ def wait_decisions(stack: RealtimeStack, want: int, timeout_s: float) -> list[De
 
 @contextlib.contextmanager
 def celery_realtime(
-    home: Path, model_dir: Path, session: object, name: str, broker_url: str, workers: int, listeners: int
+    home: Path, model_dir: Path, session: SessionLike, name: str, broker_url: str, workers: int, listeners: int
 ) -> Iterator[tuple[RealtimeStack, list[ManagedProcess]]]:
     """A realtime instance on CeleryExecutor (PostgreSQL metadata), its workers and listeners."""
     prefix = f"{name}-{os.getpid()}:"
     started: list[ManagedProcess] = []
     env = lambda database_url: celery_env(database_url, broker_url, prefix)  # noqa: E731
-    with running_realtime("postgres", home, model_dir, session, name, extra_env=env) as stack:  # type: ignore[arg-type]
+    with running_realtime("postgres", home, model_dir, session, name, extra_env=env) as stack:
         try:
             started = start_workers(stack, workers)
             for _ in range(listeners):

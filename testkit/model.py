@@ -1,0 +1,17 @@
+"""A baseline model for the processes a test or a benchmark starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def train_baseline(model_dir: Path) -> Path:
+    """Train and save the service's model with the default policy as the current version."""
+    from risk.artifacts import save_model
+    from risk.model import fit, load_training_data
+    from risk.policy import CostMatrix, Policy
+
+    data = load_training_data()
+    policy = Policy.from_costs(CostMatrix(review_cost=0.7))
+    save_model(model_dir, fit(data), policy, data.sha256, {"cv_auc": 0.0})
+    return model_dir
