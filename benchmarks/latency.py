@@ -18,7 +18,7 @@ Variants:
   tuned        the full local stack (`onboarding-stack`: realtime + batch Airflow,
                listeners, rq, SLA service) with the repo's settings;
   stepwise     the same, with the onboarding DAG in its one-task-per-step shape
-               (ONBOARDING_DAG_SHAPE=stepwise: enrich -> score -> decide -> publish);
+               (benchmarks/dags/onboarding_stepwise.py: enrich -> score -> decide -> publish);
   defaults     the same stack and DAG, the realtime instance on Airflow's default
                settings (only what security and correctness need is kept);
   unwarmed     (only when asked for) `tuned` without deploy/realtime/airflow_local_settings.py:
@@ -66,6 +66,7 @@ from onboarding.publisher import new_signup  # noqa: E402
 from onboarding.settings import StreamSettings  # noqa: E402
 
 VARIANTS = ("tuned", "stepwise", "defaults", "inprocess", "assetwatcher")
+STEPWISE_DAGS = ROOT / "benchmarks" / "dags"
 # Not in the default set: a lever measured on its own, side by side with `tuned`.
 EXTRA_VARIANTS = ("unwarmed",)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
@@ -352,11 +353,11 @@ def stack_variant(
                 instance.spec = InstanceSpec(**{**instance.spec.__dict__, "local_settings": None})
                 described["local_settings"] = None
             if name == "stepwise" and kind == "realtime":
-                spec = instance.spec
-                instance.spec = InstanceSpec(
-                    **{**spec.__dict__, "extra_env": {**spec.extra_env, "ONBOARDING_DAG_SHAPE": "stepwise"}}
-                )
+                # The same dag id, one task per step: the realtime instance parses this folder
+                # instead of dags/realtime.
+                instance.spec = InstanceSpec(**{**instance.spec.__dict__, "dags_folder": STEPWISE_DAGS})
                 described["dag_shape"] = "stepwise"
+                described["dags_folder"] = _shown(STEPWISE_DAGS)
             return instance
 
     stack = _Stack(settings)
