@@ -128,7 +128,7 @@ class TableShape:
 
     def arrow_table(self, rows: Sequence[Sequence[Any]]) -> pa.Table:
         """Rows as the archive keeps them: an Arrow table in this table's schema, sorted by primary key."""
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.kinds]
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [() for _ in self.kinds]
         arrays = []
         for values, (_name, kind), arrow_field in zip(columns, self.kinds, self.schema, strict=True):
             convert = _CONVERTERS.get(kind)

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archiver.store import ArchiveStore
+from onboarding.keys import run_id_for
 
-RUN_PREFIX = "signup__"
 DECISION_TASKS = ("enrich", "score", "decide")
 
 
@@ -64,8 +64,9 @@ def find_runs(store: ArchiveStore, user_id: str | None = None, event_id: str | N
         if runs is None:
             continue
         if event_id:
-            mask = pc.equal(runs["run_id"], f"{RUN_PREFIX}{event_id}")
+            mask = pc.equal(runs["run_id"], run_id_for(event_id))
         else:
+            assert user_id is not None  # no event id, so a user id (checked above)
             # conf is the JSON text the database held: a substring test narrows the scan (an
             # id JSON would escape is not narrowed), the parsed conf decides.
             plain = user_id.isascii() and user_id.isprintable() and not any(c in user_id for c in '"\\')
@@ -79,7 +80,7 @@ def find_runs(store: ArchiveStore, user_id: str | None = None, event_id: str | N
                 isinstance(r["conf"], dict)
                 and (r["conf"].get("user_id") == user_id if user_id else r["conf"].get("event_id") == event_id)
             )
-            or (event_id and r["run_id"] == f"{RUN_PREFIX}{event_id}")
+            or (event_id and r["run_id"] == run_id_for(event_id))
         ]
         keys = {(r["dag_id"], r["run_id"]) for r in matched}
         tis = _rows_of(store, instance, "task_instance", keys)

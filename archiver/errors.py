@@ -1,6 +1,6 @@
 """Errors of the metadata archiver.
 
-ArchiveError
+ArchiveError (an `onboarding.errors.OnboardingError`)
  ├── DatabaseError          a metadata database could not be read or written
  ├── VerificationError      what was read back from the archive differs from what was copied
  ├── ConcurrentChange       rows changed between copy and delete; the batch is copied again
@@ -11,8 +11,10 @@ A bad setting raises the shared `onboarding.errors.ConfigError` from `ArchiveSet
 
 from __future__ import annotations
 
+from onboarding.errors import OnboardingError
 
-class ArchiveError(Exception):
+
+class ArchiveError(OnboardingError):
     """Base class of every error raised by the archiver."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from onboarding import keys
 from onboarding.env import Env
 from onboarding.errors import ConfigError
 from onboarding.settings import default_home
@@ -35,7 +36,7 @@ class ArchiveSettings:
     instances: tuple[InstanceDatabase, ...] = field(default_factory=tuple)
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue: str = "maintenance"
-    lock_name: str = "onboarding:archive:lock"
+    lock_name: str = keys.ARCHIVE_LOCK
     lock_ttl_s: int = 900  # renewed after every batch; a crashed run frees the lock this long after
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9110

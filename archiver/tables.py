@@ -93,7 +93,7 @@ def tree(md: sa.MetaData, root: str) -> tuple[Node, ...]:
         for table in sorted(md.tables.values(), key=lambda t: t.name):
             if table.name in seen:
                 continue
-            for fk in sorted(table.foreign_key_constraints, key=lambda f: f.name or ""):
+            for fk in sorted(table.foreign_key_constraints, key=lambda f: f.name if isinstance(f.name, str) else ""):
                 if fk.referred_table.name != parent:
                     continue
                 nodes.append(
@@ -107,12 +107,3 @@ def tree(md: sa.MetaData, root: str) -> tuple[Node, ...]:
                 seen.add(table.name)
                 break
     return tuple(nodes)
-
-
-def archived_table_names(md: sa.MetaData) -> list[str]:
-    """Every table the archive writes, roots and their trees."""
-    names: list[str] = []
-    for root in ROOTS:
-        if root.table in md.tables:
-            names.extend(n.table for n in tree(md, root.table) if n.table not in names)
-    return names

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not insta
 import sqlalchemy as sa  # noqa: E402
 
 from onboarding.decision import wait_for_decision  # noqa: E402
-from onboarding.publisher import new_signup, publish_signup  # noqa: E402
+from onboarding.publisher import publish_signup  # noqa: E402
+from risk.samples import new_signup  # noqa: E402
 from testkit.model import train_baseline  # noqa: E402
 from testkit.realtime import NoSession, running_realtime  # noqa: E402
 from testkit.seed import seed_runs  # noqa: E402

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
 
-from onboarding.publisher import new_signup, publish_signup  # noqa: E402
+from onboarding.publisher import publish_signup  # noqa: E402
+from risk.samples import new_signup  # noqa: E402
 from testkit.celery_stack import (  # noqa: E402
     E2E_REDIS_URL,
     WORKER_CONCURRENCY,

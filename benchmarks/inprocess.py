@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from listener.airflow import DagRun, TriggerOutcome  # noqa: E402
 from listener.consumer import Listener  # noqa: E402
 from listener.settings import ListenerSettings  # noqa: E402
+from onboarding.airflow import DagRun, TriggerOutcome  # noqa: E402
 from onboarding.decision import utc_now  # noqa: E402
 from risk import steps  # noqa: E402
 from risk.artifacts import model_store  # noqa: E402

@@ -62,7 +62,7 @@ import psutil  # noqa: E402  (Airflow's own dependency)
 import redis  # noqa: E402
 
 from onboarding.decision import DecisionEvent  # noqa: E402
-from onboarding.publisher import new_signup  # noqa: E402
+from risk.samples import new_signup  # noqa: E402
 from onboarding.settings import StreamSettings  # noqa: E402
 
 VARIANTS = ("tuned", "stepwise", "defaults", "inprocess", "assetwatcher")

@@ -19,17 +19,19 @@ from typing import Any
 
 import redis
 
-from listener.airflow import AirflowClient
 from listener.consumer import Listener
 from listener.deadletters import get_dead_letter, list_dead_letters, replay
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
+from onboarding.airflow import AirflowClient
 from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent, OnboardingError
 from onboarding.http import loop_health, probe, serve_http
 from onboarding.logs import configure_logging
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from onboarding.streams import live_entries
 from risk.drift import DriftCollector
 
 logger = logging.getLogger("listener.cli")
@@ -143,11 +145,8 @@ def publish_main(argv: list[str] | None = None) -> int:
 
 
 def _last_id(client: redis.Redis, stream: str) -> str:
-    last = client.xrevrange(stream, count=1)
-    if not last:
-        return "0-0"
-    entry_id = last[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    last = live_entries(client.xrevrange(stream, count=1))
+    return last[0][0] if last else "0-0"
 
 
 def _summary(event: DecisionEvent) -> dict[str, Any]:
@@ -166,11 +165,13 @@ def decisions_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
-    entries = client.xrevrange(streams.decisions_stream, count=args.last if not args.event_id else 100_000)
+    entries = live_entries(
+        client.xrevrange(streams.decisions_stream, count=args.last if not args.event_id else 100_000)
+    )
     last = "0-0"
     for entry_id, fields in reversed(entries):
         event = DecisionEvent.from_dict(json.loads(fields[b"payload"]))
-        last = entry_id.decode()
+        last = entry_id
         if args.event_id and event.event_id != args.event_id:
             continue
         print(json.dumps(_summary(event)))
@@ -204,8 +205,8 @@ def deadletters_main(argv: list[str] | None = None) -> int:
     dead = streams.dead_letter_stream
     if args.command == "list":
         letters = list_dead_letters(client, dead, args.reason, args.count)
-        for letter in letters:
-            print(json.dumps(letter.to_dict()))
+        for listed in letters:
+            print(json.dumps(listed.to_dict()))
         print(f"{len(letters)} dead letter(s) in {dead}", file=sys.stderr)
         return 0
     if args.command == "show":
@@ -218,7 +219,7 @@ def deadletters_main(argv: list[str] | None = None) -> int:
     if not args.ids and not args.reason:
         parser.error("replay needs dead-letter ids or --reason")
     chosen = list_dead_letters(client, dead, args.reason) if args.reason else []
-    missing = []
+    missing: list[str] = []
     for entry_id in args.ids:
         letter = get_dead_letter(client, dead, entry_id)
         if letter is None:

@@ -23,34 +23,30 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
-from listener.airflow import DagRun, TriggerOutcome, run_id_for
-from listener.errors import AirflowRejected, AirflowUnavailable
 from listener.metrics import ListenerMetrics
 from listener.retention import trim_stream
 from listener.settings import ListenerSettings
+from onboarding import keys
+from onboarding.airflow import DagRun, TriggerOutcome
 from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now
-from onboarding.errors import InvalidEvent
+from onboarding.errors import AirflowRejected, AirflowUnavailable, InvalidEvent
+from onboarding.keys import run_id_for
 from onboarding.schema import SignupEvent, parse_signup
-from onboarding.streams import ensure_group
+from onboarding.streams import Entry, Fields, deleted_ids, ensure_group, live_entries, text, xread_entries
 
 logger = logging.getLogger(__name__)
-
-Entry = tuple[str, dict[Any, Any]]
 
 
 class Trigger(Protocol):
     def trigger(self, run_id: str, conf: dict[str, Any]) -> TriggerOutcome: ...
 
     def get_run(self, run_id: str) -> DagRun | None: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
 
 
 def fingerprint(event: dict[str, Any]) -> str:
@@ -155,13 +151,11 @@ class Listener:
             count=count,
             block=self.settings.block_ms if block else None,
         )
-        if not reply:
-            return []
-        entries = reply[0][1]
-        gone = [_text(eid) for eid, fields in entries if fields is None]
+        entries = xread_entries(reply)
+        gone = deleted_ids(entries)
         if gone:
             self._lost(gone)
-        return [(_text(eid), fields) for eid, fields in entries if fields is not None]
+        return live_entries(entries)
 
     def _claim(self, count: int) -> list[Entry]:
         """Take over entries another consumer left pending for longer than claim_idle_ms."""
@@ -173,9 +167,9 @@ class Listener:
             start_id="0-0",
             count=count,
         )
-        claimed = [(_text(eid), fields) for eid, fields in reply[1] if fields is not None]
+        claimed = [(text(eid), fields) for eid, fields in reply[1] if fields is not None]
         if len(reply) > 2 and reply[2]:
-            self._lost([_text(eid) for eid in reply[2]])
+            self._lost([text(eid) for eid in reply[2]])
         if claimed:
             self.metrics.reclaimed.inc(len(claimed))
             logger.warning("listener: claimed %d entries left pending by another consumer", len(claimed))
@@ -226,7 +220,7 @@ class Listener:
                 self.settings.group,
                 self.settings.consumer,
                 min_idle_time=0,
-                message_ids=self._held,
+                message_ids=[*self._held],  # redis-py wants a list[StreamIdT]; a list[str] is not one (invariance)
                 justid=True,
             )
 
@@ -247,7 +241,7 @@ class Listener:
 
     # -- one entry ----------------------------------------------------------------------
 
-    def _handle(self, entry_id: str, fields: dict[Any, Any], deliveries: int) -> bool:
+    def _handle(self, entry_id: str, fields: Fields, deliveries: int) -> bool:
         """Settle one entry. Returns False if it was left pending (shutdown during retry)."""
         self.metrics.in_flight.inc()
         try:
@@ -263,7 +257,7 @@ class Listener:
         finally:
             self.metrics.in_flight.dec()
 
-    def _settle(self, entry_id: str, fields: dict[Any, Any], deliveries: int) -> bool:
+    def _settle(self, entry_id: str, fields: Fields, deliveries: int) -> bool:
         started = time.monotonic()
         if deliveries > self.settings.max_deliveries:
             self._dead_letter(
@@ -307,12 +301,16 @@ class Listener:
         return True
 
     def _check_fingerprint(self, event: SignupEvent, entry_id: str) -> None:
-        key = f"{self.stream}:fingerprint:{event.event_id}"
+        key = keys.fingerprint_key(self.stream, event.event_id)
         mine = fingerprint(event.to_dict())
-        first = self.redis.set(key, f"{mine} {entry_id}", nx=True, ex=self.settings.fingerprint_ttl_s, get=True)
+        # SET ... GET replies with the old value or nil, never the bool of a plain SET.
+        first = cast(
+            "bytes | str | None",
+            self.redis.set(key, f"{mine} {entry_id}", nx=True, ex=self.settings.fingerprint_ttl_s, get=True),
+        )
         if first is None:
             return
-        seen, _, seen_entry = _text(first).partition(" ")
+        seen, _, seen_entry = text(first).partition(" ")
         if seen != mine:
             raise InvalidEvent(
                 "event_id_reused",
@@ -321,7 +319,7 @@ class Listener:
             )
 
     def _trigger(
-        self, event: SignupEvent, conf: dict[str, Any], entry_id: str, fields: dict[Any, Any]
+        self, event: SignupEvent, conf: dict[str, Any], entry_id: str, fields: Fields
     ) -> TriggerOutcome | None:
         """Trigger until Airflow settles it. None: shutting down, entry left pending."""
         run_id = run_id_for(event.event_id)
@@ -351,7 +349,7 @@ class Listener:
                 self._tick()
                 delay = min(delay * 2, self.settings.retry_max_s)
 
-    def _confirm_existing(self, run_id: str, conf: dict[str, Any], entry_id: str, fields: dict[Any, Any]) -> bool:
+    def _confirm_existing(self, run_id: str, conf: dict[str, Any], entry_id: str, fields: Fields) -> bool:
         """A 409: read the run back and check it is this event's run, not another's."""
         run = self.airflow.get_run(run_id)
         if run is None:
@@ -366,15 +364,15 @@ class Listener:
             raise _Settled
         return True
 
-    def _dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str, detail: str) -> None:
-        record = {
+    def _dead_letter(self, entry_id: str, fields: Fields, reason: str, detail: str) -> None:
+        record: dict[FieldT, EncodableT] = {
             "original_id": entry_id,
             "reason": reason,
             "detail": detail,
             "consumer": self.settings.consumer,
             "dead_at": utc_now(),
             # The original fields, verbatim (bytes stay bytes), so a replay sends exactly them.
-            **{f"original.{_text(k)}": v for k, v in fields.items()},
+            **{f"original.{text(k)}": v for k, v in fields.items()},
         }
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.settings.streams.dead_letter_stream, record)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import StreamRangeResponse
 
 ORIGINAL_PREFIX = "original."
 
@@ -58,6 +59,13 @@ class DeadLetter:
         return out
 
 
+def _entries(reply: StreamRangeResponse | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    # redis-py's type covers clients made with decode_responses (ours never are: a replay
+    # must send the original bytes back) and the field-less entries only XREADGROUP and
+    # XCLAIM return; an XRANGE entry always has an id and fields.
+    return cast("list[tuple[bytes, dict[bytes, bytes]]]", reply or [])
+
+
 def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
     text = {k.decode(): v for k, v in fields.items()}
 
@@ -77,14 +85,14 @@ def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
 def list_dead_letters(
     client: redis.Redis, stream: str, reason: str | None = None, count: int | None = None
 ) -> list[DeadLetter]:
-    letters = [_decode(eid, fields) for eid, fields in client.xrange(stream)]
+    letters = [_decode(eid, fields) for eid, fields in _entries(client.xrange(stream))]
     if reason:
         letters = [d for d in letters if d.reason == reason]
     return letters[-count:] if count else letters
 
 
 def get_dead_letter(client: redis.Redis, stream: str, entry_id: str) -> DeadLetter | None:
-    entries = client.xrange(stream, min=entry_id, max=entry_id)
+    entries = _entries(client.xrange(stream, min=entry_id, max=entry_id))
     return _decode(*entries[0]) if entries else None
 
 

@@ -7,42 +7,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from onboarding import keys
+from onboarding.airflow import AirflowSettings
 from onboarding.env import Env
 from onboarding.errors import ConfigError
 from onboarding.schema import DEFAULT_MAX_PAYLOAD_BYTES
 from onboarding.settings import StreamSettings
-
-
-@dataclass(frozen=True)
-class AirflowSettings:
-    """How to reach the realtime Airflow's REST API."""
-
-    url: str = "http://127.0.0.1:28080"
-    username: str = "listener"
-    password: str = field(default="", repr=False)
-    dag_id: str = "onboarding"
-    timeout_s: float = 10.0
-    token_refresh_margin_s: float = 60.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> AirflowSettings:
-        env = Env(environ)
-        password = env.optional_str("AIRFLOW_PASSWORD")
-        password_file = env.optional_str("AIRFLOW_PASSWORD_FILE")
-        if password is None and password_file is not None:
-            try:
-                with open(password_file, encoding="utf-8") as fh:
-                    password = fh.read().strip()
-            except OSError as err:
-                raise ConfigError(f"AIRFLOW_PASSWORD_FILE={password_file!r} cannot be read: {err}") from None
-        return cls(
-            url=env.str("AIRFLOW_API_URL", cls.url).rstrip("/"),
-            username=env.str("AIRFLOW_USERNAME", cls.username),
-            password=password or "",
-            dag_id=env.str("AIRFLOW_DAG_ID", cls.dag_id),
-            timeout_s=env.float("AIRFLOW_TIMEOUT_S", cls.timeout_s, minimum=0.1),
-            token_refresh_margin_s=env.float("AIRFLOW_TOKEN_REFRESH_MARGIN_S", cls.token_refresh_margin_s, minimum=0),
-        )
 
 
 @dataclass(frozen=True)
@@ -51,7 +21,7 @@ class ListenerSettings:
 
     streams: StreamSettings = field(default_factory=StreamSettings)
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
-    group: str = "onboarding-listener"
+    group: str = keys.LISTENER_GROUP
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     batch_size: int = 16
     block_ms: int = 1000
@@ -65,7 +35,7 @@ class ListenerSettings:
     claim_idle_ms: int = 30_000
     claim_interval_s: float = 5.0
     max_deliveries: int = 5
-    fingerprint_ttl_s: int = 30 * 24 * 3600
+    fingerprint_ttl_s: int = keys.FINGERPRINT_TTL_S
     retention_s: float = 8 * 24 * 3600.0  # the drift DAG reads the last week of signups
     decisions_retention_s: float = 7 * 24 * 3600.0
     trim_interval_s: float = 60.0

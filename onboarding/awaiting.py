@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
-from onboarding.decision import marker_key
+from onboarding import keys
 from onboarding.settings import StreamSettings
+from onboarding.streams import text
 
 _RECORD_UNLESS_DECIDED = """
 if redis.call('EXISTS', KEYS[3]) == 1 then
@@ -29,11 +30,11 @@ return 1
 
 
 def awaiting_key(streams: StreamSettings) -> str:
-    return f"{streams.signups_stream}:awaiting"
+    return keys.awaiting_key(streams.signups_stream)
 
 
 def conf_key(streams: StreamSettings) -> str:
-    return f"{streams.signups_stream}:awaiting:conf"
+    return keys.awaiting_conf_key(streams.signups_stream)
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,9 @@ def record_accepted(
     client: redis.Redis, streams: StreamSettings, event_id: str, accepted_ts: float, conf: dict[str, Any]
 ) -> bool:
     """Remember an accepted signup until its decision is observed. False: already decided."""
-    keys = (awaiting_key(streams), conf_key(streams), marker_key(streams.decisions_stream, event_id))
+    names = (awaiting_key(streams), conf_key(streams), keys.marker_key(streams.decisions_stream, event_id))
     payload = json.dumps(conf, separators=(",", ":"))
-    return bool(client.eval(_RECORD_UNLESS_DECIDED, 3, *keys, event_id, accepted_ts, payload))
+    return bool(client.eval(_RECORD_UNLESS_DECIDED, 3, *names, event_id, accepted_ts, payload))
 
 
 def clear_awaiting(client: redis.Redis, streams: StreamSettings, *event_ids: str) -> None:
@@ -64,8 +65,12 @@ def clear_awaiting(client: redis.Redis, streams: StreamSettings, *event_ids: str
 
 def awaiting_before(client: redis.Redis, streams: StreamSettings, cutoff_ts: float) -> list[Awaiting]:
     """Accepted signups, oldest first, accepted at or before `cutoff_ts` and not yet decided."""
-    rows = client.zrangebyscore(awaiting_key(streams), "-inf", cutoff_ts, withscores=True)
-    return [Awaiting(_text(member), float(score)) for member, score in rows]
+    # With WITHSCORES the reply is (member, score) pairs; redis-py's type also covers the call without.
+    rows = cast(
+        "list[tuple[bytes | str, float]]",
+        client.zrangebyscore(awaiting_key(streams), "-inf", cutoff_ts, withscores=True),
+    )
+    return [Awaiting(text(member), float(score)) for member, score in rows]
 
 
 def awaiting_count(client: redis.Redis, streams: StreamSettings) -> int:
@@ -75,7 +80,3 @@ def awaiting_count(client: redis.Redis, streams: StreamSettings) -> int:
 def accepted_conf(client: redis.Redis, streams: StreamSettings, event_id: str) -> dict[str, Any] | None:
     raw = client.hget(conf_key(streams), event_id)
     return json.loads(raw) if raw else None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -14,8 +14,10 @@ from typing import Any
 
 import redis
 
+from onboarding.keys import MARKER_TTL_S, marker_key
+from onboarding.streams import live_entries, payload, xread_entries
+
 DECISION_SCHEMA_VERSION = 1
-DEFAULT_MARKER_TTL_S = 30 * 24 * 3600
 
 # The marker is set only after XADD succeeded: a failed append leaves no marker behind
 # that would make every later attempt think the decision was out.
@@ -87,15 +89,11 @@ class DecisionEvent:
         return (t1 - t0).total_seconds()
 
 
-def marker_key(decisions_stream: str, event_id: str) -> str:
-    return f"{decisions_stream}:published:{event_id}"
-
-
 def publish_decision(
     client: redis.Redis,
     stream: str,
     event: DecisionEvent,
-    marker_ttl_s: int = DEFAULT_MARKER_TTL_S,
+    marker_ttl_s: int = MARKER_TTL_S,
 ) -> tuple[bool, str]:
     """Append the decision unless one was already published for this event id.
 
@@ -114,11 +112,10 @@ def read_decisions(
     client: redis.Redis, stream: str, after: str = "0-0", count: int = 1000
 ) -> list[tuple[str, DecisionEvent]]:
     """Decision events after a stream id, oldest first."""
-    entries = client.xrange(stream, min=f"({after}" if after != "0-0" else "-", count=count)
+    entries = live_entries(client.xrange(stream, min=f"({after}" if after != "0-0" else "-", count=count))
     out: list[tuple[str, DecisionEvent]] = []
     for entry_id, fields in entries:
-        raw = fields.get(b"payload") or fields.get("payload")
-        out.append((_text(entry_id), DecisionEvent.from_dict(json.loads(raw))))
+        out.append((entry_id, DecisionEvent.from_dict(json.loads(payload(fields)))))
     return out
 
 
@@ -135,14 +132,8 @@ def wait_for_decision(
         if remaining_ms <= 0:
             return None
         reply = client.xread({stream: last}, count=100, block=min(remaining_ms, 1000))
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                last = _text(entry_id)
-                raw = fields.get(b"payload") or fields.get("payload")
-                event = DecisionEvent.from_dict(json.loads(raw))
-                if event.event_id == event_id:
-                    return event
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        for entry_id, fields in live_entries(xread_entries(reply)):
+            last = entry_id
+            event = DecisionEvent.from_dict(json.loads(payload(fields)))
+            if event.event_id == event_id:
+                return event

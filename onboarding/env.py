@@ -5,6 +5,7 @@ Only `from_env()` constructors call these; code below them takes a settings obje
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,9 @@ _FALSE = {"0", "false", "no", "off"}
 class Env:
     """A view of an environment mapping (os.environ by default) with typed getters."""
 
+    # The getters are named for the types they return, so below `def str` an annotation
+    # `str` would mean the method: the signatures spell out `builtins.`.
+
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
@@ -24,11 +28,11 @@ class Env:
         value = self._environ.get(key, "").strip()
         return value or default
 
-    def optional_str(self, key: str) -> str | None:
+    def optional_str(self, key: builtins.str) -> builtins.str | None:
         value = self._environ.get(key, "").strip()
         return value or None
 
-    def int(self, key: str, default: int, minimum: int | None = None) -> int:
+    def int(self, key: builtins.str, default: builtins.int, minimum: builtins.int | None = None) -> builtins.int:
         raw = self._environ.get(key, "").strip()
         if not raw:
             return default
@@ -40,7 +44,9 @@ class Env:
             raise ConfigError(f"{key}={raw!r} must be at least {minimum}")
         return value
 
-    def float(self, key: str, default: float, minimum: float | None = None) -> float:
+    def float(
+        self, key: builtins.str, default: builtins.float, minimum: builtins.float | None = None
+    ) -> builtins.float:
         raw = self._environ.get(key, "").strip()
         if not raw:
             return default
@@ -52,7 +58,7 @@ class Env:
             raise ConfigError(f"{key}={raw!r} must be at least {minimum}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._environ.get(key, "").strip().lower()
         if not raw:
             return default
@@ -62,6 +68,21 @@ class Env:
             return False
         raise ConfigError(f"{key}={raw!r} is not a boolean (use true or false)")
 
-    def path(self, key: str, default: Path) -> Path:
+    def secret(self, key: builtins.str) -> builtins.str | None:
+        """A secret from `KEY`, or else from the file named by `KEY_FILE` (a mounted Kubernetes
+        Secret, or a file the local stack writes); None when neither is set."""
+        value = self.optional_str(key)
+        if value is not None:
+            return value
+        path = self.optional_str(f"{key}_FILE")
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        except OSError as err:
+            raise ConfigError(f"{key}_FILE={path!r} cannot be read: {err}") from None
+
+    def path(self, key: builtins.str, default: Path) -> Path:
         raw = self._environ.get(key, "").strip()
         return Path(raw).expanduser() if raw else default

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import redis
@@ -14,36 +12,18 @@ import redis
 from onboarding.schema import SignupEvent, validate_signup
 
 
-@cache
-def _sample_pool() -> tuple[dict[str, Any], ...]:
-    from risk.model import load_training_data
-
-    return tuple(load_training_data().applications)
-
-
-def sample_application(rng: random.Random | None = None) -> dict[str, Any]:
-    """A realistic application: a real applicant from the credit data, with jittered amounts."""
-    rng = rng or random.Random()
-    application = dict(rng.choice(_sample_pool()))
-    application["credit_amount"] = max(250, round(application["credit_amount"] * rng.uniform(0.9, 1.1)))
-    application["duration_months"] = max(4, min(72, application["duration_months"] + rng.randint(-3, 3)))
-    application["age_years"] = max(19, min(75, application["age_years"] + rng.randint(-2, 2)))
-    return application
-
-
-def new_signup(
+def signup_event(
+    application: dict[str, Any],
     user_id: str | None = None,
-    application: dict[str, Any] | None = None,
     event_id: str | None = None,
-    rng: random.Random | None = None,
 ) -> dict[str, Any]:
-    """A complete, valid signup event (as a dict) with fresh ids where none are given."""
+    """A complete signup event (as a dict) for an application, with fresh ids where none are given."""
     return {
         "schema_version": 1,
         "event_id": event_id or f"evt-{uuid.uuid4().hex}",
         "user_id": user_id or f"user-{uuid.uuid4().hex[:12]}",
         "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "application": application if application is not None else sample_application(rng),
+        "application": application,
     }
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import jsonschema
 from jsonschema import exceptions, validators
+from jsonschema.protocols import Validator
 
 from onboarding.env import Env
 
@@ -62,7 +63,7 @@ def _key(schema: Any) -> str | None:
         return None
 
 
-def validate(instance: Any, schema: Any, cls: type | None = None, *args: Any, **kwargs: Any) -> None:
+def validate(instance: Any, schema: Any, cls: type[Validator] | None = None, *args: Any, **kwargs: Any) -> None:
     """`jsonschema.validate`, checking each distinct schema against its metaschema once."""
     if cls is None:
         cls = validators.validator_for(schema)

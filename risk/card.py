@@ -47,7 +47,7 @@ def write_card(folder: Path, meta: dict[str, Any]) -> Path:
 
         policy = meta.get("policy", {})
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        bins = np.linspace(0, 1, 41)
+        bins = np.linspace(0, 1, 41).tolist()  # matplotlib types `bins` as a sequence of floats
         ax.hist(scores[~labels], bins=bins, alpha=0.6, label="good")
         ax.hist(scores[labels], bins=bins, alpha=0.6, label="bad")
         for key, style in (("approve_max", ":"), ("decline_min", "--")):

@@ -20,6 +20,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +102,10 @@ def cmd_train(settings: RiskSettings, args: argparse.Namespace) -> int:
     from risk.card import write_card
 
     write_card(model_dir / version, meta)
-    result = {"version": version, "metrics": {k: v for k, v in meta["metrics"].items() if k != "calibration"}}
+    result: dict[str, Any] = {
+        "version": version,
+        "metrics": {k: v for k, v in meta["metrics"].items() if k != "calibration"},
+    }
     if not args.no_promote:
         result["promotion"] = promote(
             model_dir, version, Gate(settings.gate_max_cost_increase, settings.gate_max_auc_drop)
@@ -172,7 +176,7 @@ def cmd_explain(settings: RiskSettings, args: argparse.Namespace) -> int:
         loaded = json.loads(args.file.read_text())
         application = loaded.get("application", loaded)
     else:
-        from onboarding.publisher import sample_application
+        from risk.samples import sample_application
 
         application = sample_application(random.Random())
     model = load_model(settings.model_dir, current_version(settings.model_dir))
@@ -201,7 +205,7 @@ def cmd_card(settings: RiskSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: RiskSettings, args: argparse.Namespace) -> int:
-    from onboarding.publisher import sample_application
+    from risk.samples import sample_application
 
     model = load_model(settings.model_dir, current_version(settings.model_dir))
     rng = random.Random(0)

@@ -15,16 +15,19 @@ import json
 import math
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.typing import EncodableT, FieldT
 
+from onboarding import keys
+from onboarding.streams import live_entries
 from risk.features import FEATURES
 
-DRIFT_KEY = "risk:drift:psi"
+DRIFT_KEY = keys.DRIFT_KEY
 EPSILON = 1e-4  # an empty bin would make ln() infinite
 
 
@@ -65,7 +68,7 @@ def recent_applications(client: redis.Redis, stream: str, since_s: float, limit:
     newest `limit`; events whose `application` is not an object are skipped)."""
     start = f"{int((time.time() - since_s) * 1000)}-0"
     applications = []
-    for _id, fields in client.xrevrange(stream, max="+", min=start, count=limit):
+    for _id, fields in live_entries(client.xrevrange(stream, max="+", min=start, count=limit)):
         try:
             event = json.loads(fields.get(b"payload", b""))
             application = event["application"]
@@ -77,7 +80,7 @@ def recent_applications(client: redis.Redis, stream: str, since_s: float, limit:
 
 
 def store(client: redis.Redis, values: dict[str, float], sample_size: int) -> None:
-    mapping: dict[str, str] = {name: str(value) for name, value in values.items()}
+    mapping: dict[FieldT, EncodableT] = {name: str(value) for name, value in values.items()}
     mapping["_computed_at"] = str(time.time())
     mapping["_sample_size"] = str(sample_size)
     with client.pipeline(transaction=True) as pipe:
@@ -102,7 +105,9 @@ class DriftCollector(Collector):
             "onboarding_risk_drift_computed_timestamp_seconds", "When the drift DAG last computed the PSI."
         )
         try:
-            values = {k.decode(): v.decode() for k, v in self.client.hgetall(DRIFT_KEY).items()}
+            # A bytes client (no decode_responses): redis-py's type covers both.
+            stored = cast("dict[bytes, bytes]", self.client.hgetall(DRIFT_KEY))
+            values = {k.decode(): v.decode() for k, v in stored.items()}
         except redis.RedisError:
             values = {}
         for name, value in _features(values.items()):

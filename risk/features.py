@@ -287,3 +287,39 @@ def application_json_schema() -> dict[str, Any]:
         "required": [f.name for f in FEATURES],
         "properties": properties,
     }
+
+
+def signup_schema_document() -> dict[str, Any]:
+    """The signup contract v1 (onboarding/schemas/signup.v1.json) as generated from the feature
+    table; a test keeps the file and the table in sync."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:onboarding:signup:v1",
+        "title": "Signup event",
+        "description": "A new applicant, published by a product app to the signups stream.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["schema_version", "event_id", "user_id", "occurred_at", "application"],
+        "properties": {
+            "schema_version": {"const": 1, "description": "Version of this schema."},
+            "event_id": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}$",
+                "description": "Unique id of this event (at most 128 characters: letters, "
+                "digits and . _ : ~ + -). A retry of the same signup reuses it.",
+            },
+            "user_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "pattern": "^[^\\u0000-\\u001f\\u007f]+$",
+                "description": "The applicant's id in the product app.",
+            },
+            "occurred_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the applicant signed up (RFC 3339, with offset).",
+            },
+            "application": application_json_schema(),
+        },
+    }

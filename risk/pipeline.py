@@ -33,9 +33,10 @@ import redis
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
+from onboarding import keys
 from onboarding.decision import DecisionEvent, utc_now
 from onboarding.schema import signup_schema
-from risk.errors import RiskError, StageFailed
+from risk.errors import MissingParams, StageFailed
 from risk.redis_client import redis_client
 from risk.settings import RiskSettings
 
@@ -64,9 +65,9 @@ __all__ = [
     "signup_params",
 ]
 
-DAG_ID = "onboarding"  # TODO keys
+DAG_ID = keys.ONBOARDING_DAG_ID
 # The stepwise DAG's step task ids, in order (its last task, `publish`, answers).
-STAGES = ("enrich", "score", "decide")  # TODO keys
+STAGES = keys.STEPWISE_TASKS[:-1]
 # How long a task keeps trying to publish while Redis is unavailable (e.g. a failover)
 # before the attempt fails; Airflow's retries then try again.
 PUBLISH_RETRY_S = 150.0
@@ -77,15 +78,6 @@ TASK_TIMEOUT_S = PUBLISH_RETRY_S + 30.0
 _MAX_ERROR_CHARS = 500
 
 logger = logging.getLogger(__name__)
-
-
-class MissingParams(RiskError, ValueError):
-    """A run has no params: it was not triggered with a signup event as its conf."""
-
-    def __init__(self, run_id: str | None) -> None:
-        super().__init__(
-            f"run {run_id!r} has no params: trigger the {DAG_ID} DAG with a validated signup event as its conf"
-        )
 
 
 class TaskInstance(Protocol):
@@ -223,7 +215,7 @@ def publish_decided(params: Mapping[str, Any] | None, ti: TaskInstance, run_id: 
     from risk import steps
 
     signup = _signup(params, run_id)
-    decided = ti.xcom_pull(task_ids="decide")  # TODO keys
+    decided = ti.xcom_pull(task_ids=keys.DECIDE_TASK)
     failure = None if decided is not None else first_failure(ti)
     entry_id = publish(steps.decision_event(signup, decided, run_id, failure, signup.get("accepted_at")))
     if failure is not None:

@@ -15,6 +15,7 @@ import redis
 
 from onboarding.decision import DecisionEvent, publish_decision, utc_now
 from risk.artifacts import LoadedModel
+from risk.errors import StageFailed
 from risk.model import generic_reason_text, probability_bad, reason_codes
 from risk.policy import Decision, Policy
 
@@ -63,14 +64,6 @@ def decide(scored: dict[str, Any]) -> dict[str, Any]:
         "reason_codes": [] if decision is Decision.APPROVE else scored["reason_codes"],
         "timestamps": {**scored["timestamps"], "decided_at": utc_now()},
     }
-
-
-class StageFailed(Exception):
-    """A step of the pipeline raised; says which one, so the applicant's `review` says why."""
-
-    def __init__(self, stage: str, error: BaseException) -> None:
-        self.stage = stage
-        super().__init__(f"stage {stage!r} failed: {type(error).__name__}: {error}"[:500])
 
 
 def run_stages(

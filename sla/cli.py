@@ -20,7 +20,7 @@ import redis
 
 from archiver.metrics import StoreCollector
 from archiver.store import ArchiveStore
-from listener.airflow import AirflowClient
+from onboarding.airflow import AirflowClient
 from onboarding.errors import OnboardingError
 from onboarding.http import loop_health, probe
 from onboarding.logs import configure_logging

@@ -20,7 +20,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from onboarding.awaiting import awaiting_before, awaiting_count, clear_awaiting
-from onboarding.decision import marker_key
+from onboarding.keys import marker_key
+from onboarding.streams import text
 from sla.settings import SlaSettings
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def _groups(client: redis.Redis, stream: str) -> list[dict]:
         rows = client.xinfo_groups(stream)
     except redis.ResponseError:  # the stream does not exist yet
         return []
-    return [{_text(k): _text(v) if isinstance(v, bytes) else v for k, v in row.items()} for row in rows]
+    return [{text(k): text(v) if isinstance(v, bytes) else v for k, v in row.items()} for row in rows]
 
 
 def overdue_now(client: redis.Redis, settings: SlaSettings, now: float | None = None) -> list[tuple[str, float]]:
@@ -228,7 +229,3 @@ class SchedulerCollector(Collector):
                 age.add_metric([name], max(0.0, now - beat_ts))
         yield age
         yield healthy
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -12,13 +12,12 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from onboarding.awaiting import clear_awaiting
 from onboarding.decision import DecisionEvent
-from onboarding.streams import ensure_group
+from onboarding.streams import Entry, Fields, ensure_group, live_entries, payload, xread_entries
 from sla.metrics import STAGES, SlaMetrics
 from sla.settings import SlaSettings
 
@@ -107,7 +106,7 @@ class DecisionObserver:
         self._last_loop = time.monotonic()
         self.metrics.last_loop.set(time.time())
 
-    def _read(self, start: str, count: int, block: bool) -> list[tuple[str, dict[Any, Any]]]:
+    def _read(self, start: str, count: int, block: bool) -> list[Entry]:
         reply = self.redis.xreadgroup(
             self.settings.group,
             self.settings.consumer,
@@ -115,12 +114,11 @@ class DecisionObserver:
             count=count,
             block=self.settings.block_ms if block else None,
         )
-        return [(_text(entry_id), fields) for _stream, entries in reply or [] for entry_id, fields in entries if fields]
+        return [(entry_id, fields) for entry_id, fields in live_entries(xread_entries(reply)) if fields]
 
-    def observe_fields(self, fields: dict[Any, Any]) -> None:
-        raw = fields.get(b"payload") or fields.get("payload")
+    def observe_fields(self, fields: Fields) -> None:
         try:
-            event = DecisionEvent.from_dict(json.loads(raw))
+            event = DecisionEvent.from_dict(json.loads(payload(fields)))
         except (TypeError, ValueError, KeyError) as err:
             logger.warning("sla: unreadable decision entry skipped: %s", err)
             return
@@ -150,10 +148,6 @@ def percentile(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
     return ordered[rank - 1]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def iter_latencies(items: list[Observed]) -> Iterator[float]:

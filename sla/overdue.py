@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import redis
 
-from listener.airflow import DagRun, TriggerOutcome, run_id_for
+from onboarding.airflow import DagRun, TriggerOutcome
 from onboarding.awaiting import accepted_conf, clear_awaiting
-from onboarding.decision import marker_key
+from onboarding.keys import marker_key, run_id_for
 from sla.metrics import overdue_now
 from sla.settings import SlaSettings
 

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from listener.settings import AirflowSettings
+from onboarding import keys
+from onboarding.airflow import AirflowSettings
 from onboarding.env import Env
 from onboarding.errors import ConfigError
 from onboarding.settings import StreamSettings
@@ -33,9 +34,9 @@ class SlaSettings:
 
     streams: StreamSettings = field(default_factory=StreamSettings)
     airflow: AirflowSettings = field(default_factory=AirflowSettings)
-    group: str = "onboarding-sla"
+    group: str = keys.SLA_GROUP
     consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
-    listener_group: str = "onboarding-listener"
+    listener_group: str = keys.LISTENER_GROUP
     slo_threshold_s: float = 10.0
     slo_target: float = 0.99
     overdue_after_s: float = 30.0

@@ -19,7 +19,8 @@ import redis
 
 from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from stack.errors import StackError
 from stack.local import Stack, step

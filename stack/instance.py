@@ -18,6 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from onboarding import keys
+from onboarding.airflow import AirflowClient, AirflowSettings
+from onboarding.errors import AirflowError
 from stack.errors import StackError
 from stack.processes import ManagedProcess
 from stack.settings import PROJECT_ROOT
@@ -185,7 +188,7 @@ class AirflowInstance:
 
     def create_users(self) -> None:
         """FAB: the admin and listener users with their generated passwords, and the listener's
-        least-privilege role (stack/access.py). Idempotent; run after every migrate."""
+        least-privilege role (ops/access.py). Idempotent; run after every migrate."""
         values = self._secrets()
         env = {
             **self.env(),
@@ -195,7 +198,7 @@ class AirflowInstance:
             "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
         }
         result = subprocess.run(
-            [sys.executable, "-m", "stack.access"],
+            [sys.executable, "-m", "ops.access"],
             env=env,
             capture_output=True,
             text=True,
@@ -230,11 +233,19 @@ class AirflowInstance:
     def status(self) -> dict[str, bool]:
         return {p.name: p.running() for p in self.processes()}
 
-    def token(self, username: str = "admin", password: str | None = None) -> str:
-        password = password if password is not None else self.admin_password()
-        response = httpx.post(f"{self.spec.api_url}/auth/token", json={"username": username, "password": password})
-        response.raise_for_status()
-        return response.json()["access_token"]
+    def client(self, dag_id: str = keys.ONBOARDING_DAG_ID) -> AirflowClient:
+        """The REST client as this instance's admin (close it after use)."""
+        return AirflowClient(
+            AirflowSettings(url=self.spec.api_url, username="admin", password=self.admin_password(), dag_id=dag_id)
+        )
+
+    def token(self) -> str:
+        """An admin access token for the instance's REST API."""
+        client = self.client()
+        try:
+            return client.token()
+        finally:
+            client.close()
 
     def wait_ready(self, dag_ids: tuple[str, ...], timeout_s: float = 180.0, unpaused: bool = True) -> float:
         """Wait until the API answers, the scheduler is healthy and the DAGs are registered
@@ -244,42 +255,42 @@ class AirflowInstance:
         """
         started = time.monotonic()
         deadline = started + timeout_s
-        pending = "the api-server"
-        while time.monotonic() < deadline:
-            for process in self.processes():
-                if not process.running():
-                    raise StackError(f"{process.name} exited:\n{process.tail(40)}")
-            try:
-                if pending == "the api-server":
-                    httpx.get(f"{self.spec.api_url}/api/v2/monitor/health", timeout=2).raise_for_status()
-                    pending = "the scheduler"
-                if pending == "the scheduler":
-                    url = f"http://127.0.0.1:{self.spec.scheduler_health_port}/health"
-                    httpx.get(url, timeout=2).raise_for_status()
-                    pending = "the DAGs"
-                if pending == "the DAGs":
-                    headers = {"Authorization": f"Bearer {self.token()}"}
-                    errors = httpx.get(f"{self.spec.api_url}/api/v2/importErrors", headers=headers, timeout=5)
-                    if errors.status_code == 200 and errors.json().get("import_errors"):
-                        first = errors.json()["import_errors"][0]
-                        raise StackError(
-                            f"DAG file {first.get('filename')} does not import:\n{first.get('stack_trace', '')[-2000:]}"
-                        )
-                    for dag_id in dag_ids:
-                        url = f"{self.spec.api_url}/api/v2/dags/{dag_id}"
-                        response = httpx.get(url, headers=headers, timeout=5)
-                        response.raise_for_status()
-                        if unpaused and response.json().get("is_paused"):
-                            raise StackError(f"DAG {dag_id} is paused")
-                    return time.monotonic() - started
-            except httpx.HTTPError:
+        pending, why = "the api-server", ""
+        client = self.client()
+        try:
+            while time.monotonic() < deadline:
+                for process in self.processes():
+                    if not process.running():
+                        raise StackError(f"{process.name} exited:\n{process.tail(40)}")
+                try:
+                    if pending == "the api-server":
+                        client.health()
+                        pending = "the scheduler"
+                    if pending == "the scheduler":
+                        url = f"http://127.0.0.1:{self.spec.scheduler_health_port}/health"
+                        httpx.get(url, timeout=2).raise_for_status()
+                        pending = "the DAGs"
+                    if pending == "the DAGs":
+                        errors = client.import_errors()
+                        if errors:
+                            raise StackError(
+                                f"DAG file {errors[0].get('filename')} does not import:\n"
+                                f"{errors[0].get('stack_trace', '')[-2000:]}"
+                            )
+                        paused = [d for d in dag_ids if client.get_dag(d).get("is_paused")]
+                        if not (unpaused and paused):
+                            return time.monotonic() - started
+                        why = f" (paused: {', '.join(paused)})"
+                except (httpx.HTTPError, AirflowError):
+                    time.sleep(0.5)
+                    continue
                 time.sleep(0.5)
-            except StackError as err:
-                if "does not import" in str(err):
-                    raise
-                time.sleep(0.5)
+        finally:
+            client.close()
         tails = "\n".join(f"--- {p.name} ---\n{p.tail(25)}" for p in self.processes())
-        raise StackError(f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending})\n{tails}")
+        raise StackError(
+            f"{self.spec.name} Airflow not ready after {timeout_s:.0f} s (waiting for {pending}{why})\n{tails}"
+        )
 
 
 def use_wal(db_file: Path) -> None:

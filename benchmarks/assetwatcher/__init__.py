@@ -200,7 +200,7 @@ class AssetWatcherHandle:
         Returns the seconds it took. A signup published before the triggerer subscribed is
         lost (pub/sub), so it publishes again only while nobody has received one."""
         from onboarding.decision import utc_now
-        from onboarding.publisher import new_signup
+        from risk.samples import new_signup
 
         started = time.monotonic()
         deadline = started + timeout_s

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from benchmarks.assetwatcher import AssetWatcherHandle, assetwatcher_instance, with_accepted_at
-from onboarding.publisher import new_signup
+from risk.samples import new_signup
 
 
 def log(message: str) -> None:

@@ -1,7 +1,7 @@
 """Risk model maintenance on the batch instance: weekly retraining, daily drift.
 
-Both DAGs call `risk.registry` / `risk.drift`; they never run on the realtime instance, so
-a training job cannot delay a decision.
+Both DAGs wire `risk.maintenance`; they never run on the realtime instance, so a training
+job cannot delay a decision.
 """
 
 from __future__ import annotations
@@ -11,12 +11,6 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
-
-
-def _settings() -> Any:
-    from risk.settings import RiskSettings
-
-    return RiskSettings.from_env()
 
 
 @dag(
@@ -38,37 +32,15 @@ def risk_model_retrain() -> None:
 
     @task(execution_timeout=timedelta(hours=1))
     def train_challenger(params: dict[str, Any] | None = None) -> str:
-        from risk.model import load_training_data
-        from risk.policy import CostMatrix
-        from risk.registry import train_version
+        from risk import maintenance
 
-        settings = _settings()
-        repeats = int((params or {}).get("repeats", 3))
-        return train_version(
-            settings.model_dir,
-            load_training_data(),
-            CostMatrix(review_cost=settings.review_cost),
-            settings.review_capacity,
-            repeats=repeats,
-            seed=0,
-            progress=print,
-        )
+        return maintenance.train_challenger(int((params or {}).get("repeats", 3)))
 
     @task
     def gate_and_promote(version: str) -> dict[str, Any]:
-        from risk.card import write_card
-        from risk.errors import ModelError
-        from risk.registry import Gate, metadata, promote
+        from risk import maintenance
 
-        settings = _settings()
-        write_card(settings.model_dir / version, metadata(settings.model_dir, version))
-        gate = Gate(settings.gate_max_cost_increase, settings.gate_max_auc_drop)
-        try:
-            reasons = promote(settings.model_dir, version, gate)
-        except ModelError as err:
-            # Not a failure of the job: the champion stays, and the report says why.
-            return {"version": version, "promoted": False, "reason": str(err)}
-        return {"version": version, "promoted": True, "gate": reasons}
+        return maintenance.gate_and_promote(version)
 
     gate_and_promote(train_challenger())
 
@@ -88,17 +60,9 @@ def risk_drift() -> None:
 
     @task
     def compute_psi(params: dict[str, Any] | None = None) -> dict[str, float]:
-        from risk import drift
-        from risk.model import load_training_data
-        from risk.redis_client import redis_client
+        from risk import maintenance
 
-        settings = _settings()
-        client = redis_client(settings.streams.redis_url)
-        days = int((params or {}).get("window_days", 7))
-        recent = drift.recent_applications(client, settings.streams.signups_stream, days * 86400)
-        values = drift.feature_psi(load_training_data().applications, recent) if recent else {}
-        drift.store(client, values, len(recent))
-        return values
+        return maintenance.compute_psi(int((params or {}).get("window_days", 7)))
 
     compute_psi()
 

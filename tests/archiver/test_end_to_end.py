@@ -12,7 +12,8 @@ from archiver.audit import find_runs
 from archiver.settings import ArchiveSettings, InstanceDatabase
 from archiver.store import ArchiveStore
 from onboarding.decision import wait_for_decision
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from testkit.realtime import running_realtime
 
 pytestmark = pytest.mark.e2e

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
 from risk import drift
 from risk.artifacts import current_version
 from risk.model import load_training_data
 from risk.registry import history
+from risk.samples import new_signup
 from risk.settings import RiskSettings
 from stack.instance import AirflowInstance, InstanceSpec
 from testkit.realtime import E2E_REDIS_URL

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from testkit.celery_stack import E2E_REDIS_URL, celery_call, celery_realtime, wait_decisions
 
 pytestmark = pytest.mark.e2e

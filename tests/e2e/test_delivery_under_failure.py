@@ -25,12 +25,13 @@ from typing import Any
 
 import httpx
 import pytest
-from listener.airflow import AirflowClient, run_id_for
 
-from listener.settings import AirflowSettings
+from onboarding.airflow import AirflowClient, AirflowSettings
 from onboarding.decision import utc_now
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.keys import run_id_for
+from onboarding.publisher import publish_raw, publish_signup
 from onboarding.schema import validate_signup
+from risk.samples import new_signup
 from stack.processes import ManagedProcess
 from testkit.realtime import RealtimeStack, running_realtime
 from tests.e2e.conftest import REPORT

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from onboarding.decision import DecisionEvent
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.publisher import publish_raw, publish_signup
 from risk.artifacts import CURRENT_FILE
+from risk.samples import new_signup
 from testkit.realtime import RealtimeStack
 from tests.e2e.conftest import LATENCIES
 

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from onboarding.decision import wait_for_decision
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from testkit.realtime import E2E_REDIS_URL
 from testkit.services import free_port
 

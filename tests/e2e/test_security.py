@@ -24,10 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from onboarding.redis_acl import apply
 
-from onboarding.publisher import new_signup, publish_raw
+from onboarding.publisher import publish_raw
 from onboarding.settings import StreamSettings
+from ops.redis_acl import apply
+from risk.samples import new_signup
 from testkit.realtime import E2E_REDIS_URL, RealtimeStack, running_realtime
 
 pytestmark = pytest.mark.e2e

@@ -27,7 +27,8 @@ import yaml
 from archiver.store import ArchiveStore
 from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now, wait_for_decision
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from stack.processes import ManagedProcess
 from testkit.realtime import RealtimeStack, running_realtime
 from testkit.services import free_port, require

@@ -11,14 +11,16 @@ import pytest
 import redis
 from prometheus_client import generate_latest
 
-from listener.airflow import DagRun, TriggerOutcome, run_id_for
 from listener.consumer import Listener
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
+from onboarding.airflow import DagRun, TriggerOutcome
 from onboarding.awaiting import awaiting_count, record_accepted
 from onboarding.decision import DecisionEvent, publish_decision
 from onboarding.errors import ConfigError
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.keys import run_id_for
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from sla.metrics import SlaMetrics, StreamCollector, latency_buckets
 from sla.observer import DecisionObserver

@@ -9,9 +9,8 @@ import time
 import httpx
 import pytest
 
-from listener.airflow import AirflowClient, TriggerOutcome
-from listener.errors import AirflowRejected, AirflowUnavailable
-from listener.settings import AirflowSettings
+from onboarding.airflow import AirflowClient, AirflowSettings, TriggerOutcome
+from onboarding.errors import AirflowRejected, AirflowUnavailable
 
 SETTINGS = AirflowSettings(url="http://airflow.test", username="listener", password="pw", timeout_s=1)
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import redis
 
-from listener.airflow import TriggerOutcome
 from listener.consumer import Listener, fingerprint
 from listener.deadletters import list_dead_letters, replay
-from listener.errors import AirflowUnavailable
 from listener.metrics import ListenerMetrics
 from listener.retention import trim_stream
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.airflow import TriggerOutcome
+from onboarding.errors import AirflowUnavailable
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from onboarding.schema import validate_signup
 from tests.unit.test_listener import SETTINGS, FakeAirflow, dead_letters, pending_count
 

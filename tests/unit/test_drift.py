@@ -8,7 +8,8 @@ import random
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from risk import drift
 from risk.model import load_training_data
 

@@ -14,10 +14,12 @@ import redis
 
 from listener.consumer import Listener
 from listener.settings import ListenerSettings
-from onboarding.decision import DecisionEvent, marker_key, publish_decision
-from onboarding.erasure import erase_from_streams
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.decision import DecisionEvent, publish_decision
+from onboarding.keys import marker_key
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from ops.erase import erase_from_streams
 from stack.settings import PROJECT_ROOT
 from tests.conftest import TEST_REDIS_URL
 from tests.unit.test_listener import FakeAirflow
@@ -85,7 +87,7 @@ def test_erase_removes_one_users_entries_and_keys_only(redis_client: redis.Redis
 def test_erase_command_reports_what_it_removed(redis_client: redis.Redis, tmp_path: Path) -> None:
     _traffic(redis_client)
     env = {**os.environ, "REDIS_URL": TEST_REDIS_URL, "ARCHIVE_DIR": str(tmp_path / "archive")}
-    command = [sys.executable, "-m", "onboarding.erasure", "--user-id", "bob", "--archive-dir", str(tmp_path)]
+    command = [sys.executable, "-m", "ops.erase", "--user-id", "bob", "--archive-dir", str(tmp_path)]
     dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["dry_run"] is True

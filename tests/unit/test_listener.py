@@ -9,12 +9,13 @@ from typing import Any
 
 import redis
 
-from listener.airflow import DagRun, TriggerOutcome
 from listener.consumer import Listener
-from listener.errors import AirflowRejected, AirflowUnavailable
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
-from onboarding.publisher import new_signup, publish_raw, publish_signup
+from onboarding.airflow import DagRun, TriggerOutcome
+from onboarding.errors import AirflowRejected, AirflowUnavailable
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from tests.conftest import TEST_REDIS_URL
 

@@ -11,7 +11,8 @@ import time
 import httpx
 import redis
 
-from onboarding.publisher import new_signup, publish_signup
+from onboarding.publisher import publish_signup
+from risk.samples import new_signup
 from testkit.services import free_port
 from tests.conftest import TEST_REDIS_URL
 

@@ -10,7 +10,7 @@ import pytest
 import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
-from onboarding.publisher import new_signup
+from risk.samples import new_signup
 from risk import steps
 from risk.artifacts import ModelStore, current_version, load_model, set_current
 from risk.errors import ModelError

@@ -1,4 +1,4 @@
-"""Redis ACL users (onboarding/redis_acl.py) loaded into the real Redis: each role does its job
+"""Redis ACL users (ops/redis_acl.py) loaded into the real Redis: each role does its job
 with its own credential, and is refused (NOPERM) outside it.
 
 The users get unique names (`sec-test-<pid>-<role>`) and are deleted afterwards: the Redis
@@ -22,10 +22,12 @@ from listener.consumer import Listener
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
 from onboarding.awaiting import awaiting_before, awaiting_count, awaiting_key, clear_awaiting, record_accepted
-from onboarding.decision import DecisionEvent, marker_key, publish_decision, read_decisions
-from onboarding.publisher import new_signup, publish_raw, publish_signup
-from onboarding.redis_acl import apply, render, roles
+from onboarding.decision import DecisionEvent, publish_decision, read_decisions
+from onboarding.keys import marker_key
+from onboarding.publisher import publish_raw, publish_signup
+from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from ops.redis_acl import apply, render, roles
 from sla.settings import SlaSettings
 from tests.conftest import TEST_REDIS_URL
 from tests.unit.test_listener import FakeAirflow

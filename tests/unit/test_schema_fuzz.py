@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onboarding.errors import InvalidEvent
-from onboarding.publisher import new_signup
+from risk.samples import new_signup
 from onboarding.schema import parse_signup, validate_signup
 
 # Every reason code the validation can give; a new one must be added here (and documented

@@ -21,16 +21,20 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from onboarding.decision import marker_key
+from archiver.erase import erase_user
+from archiver.settings import ArchiveSettings
+from archiver.store import ArchiveStore
+from onboarding import keys
+from onboarding.airflow import AirflowClient, AirflowSettings
+from onboarding.errors import AirflowError, OnboardingError
 from onboarding.settings import StreamSettings, redacted_url
-
-FINGERPRINT = "{stream}:fingerprint:{event_id}"
+from onboarding.streams import live_entries, text
 
 
 @dataclass
@@ -42,12 +46,8 @@ class StreamErasure:
     event_ids: list[str] = field(default_factory=list)
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def _field(fields: dict[Any, Any], name: str) -> str:
-    return _text(fields.get(name.encode()) or fields.get(name) or b"")
+    return text(fields.get(name.encode()) or fields.get(name) or b"")
 
 
 def _payload_user(raw: str, user_id: str) -> tuple[bool, str | None]:
@@ -67,18 +67,18 @@ def _scan(client: redis.Redis, stream: str, payload_field: str, user_id: str) ->
     events: set[str] = set()
     last = "-"
     while True:
-        entries = client.xrange(stream, min=last, count=1000)
-        if last != "-" and entries and _text(entries[0][0]) == last:
+        entries = live_entries(client.xrange(stream, min=last, count=1000))
+        if last != "-" and entries and entries[0][0] == last:
             entries = entries[1:]
         if not entries:
             return ids, events
         for entry_id, fields in entries:
             mine, event_id = _payload_user(_field(fields, payload_field), user_id)
             if mine:
-                ids.append(_text(entry_id))
+                ids.append(entry_id)
                 if event_id:
                     events.add(event_id)
-        last = _text(entries[-1][0])
+        last = entries[-1][0]
 
 
 def erase_from_streams(
@@ -89,8 +89,8 @@ def erase_from_streams(
     report.decisions, decided = _scan(client, streams.decisions_stream, "payload", user_id)
     report.dead_letters, dead = _scan(client, streams.dead_letter_stream, "original.payload", user_id)
     report.event_ids = sorted(events | decided | dead)
-    candidates = [FINGERPRINT.format(stream=streams.signups_stream, event_id=e) for e in report.event_ids]
-    candidates += [marker_key(streams.decisions_stream, e) for e in report.event_ids]
+    candidates = [keys.fingerprint_key(streams.signups_stream, e) for e in report.event_ids]
+    candidates += [keys.marker_key(streams.decisions_stream, e) for e in report.event_ids]
     report.keys = [key for key in candidates if client.exists(key)]
     if not dry_run:
         for stream, ids in (
@@ -105,25 +105,16 @@ def erase_from_streams(
     return report
 
 
-def erase_airflow_runs(
-    url: str, username: str, password: str, run_ids: list[str], dag_id: str = "onboarding", dry_run: bool = False
-) -> list[str]:
+def erase_airflow_runs(client: AirflowClient, run_ids: list[str], dry_run: bool = False) -> list[str]:
     """Delete the user's runs from the live Airflow (those not archived yet); returns the run ids found."""
-    import httpx
-
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
-        response = http.post("/auth/token", json={"username": username, "password": password})
-        response.raise_for_status()
-        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
-        found = []
-        for run_id in run_ids:
-            path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
-            if http.get(path, headers=headers).status_code != 200:
-                continue
-            found.append(run_id)
-            if not dry_run:
-                http.delete(path, headers=headers).raise_for_status()
-        return found
+    found = []
+    for run_id in run_ids:
+        if client.get_run(run_id) is None:
+            continue
+        found.append(run_id)
+        if not dry_run:
+            client.delete_run(run_id)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,33 +122,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user-id", required=True)
     parser.add_argument("--dry-run", action="store_true", help="report what would be removed, change nothing")
     parser.add_argument("--archive-dir", type=Path, help="the metadata archive (default: ARCHIVE_DIR)")
-    parser.add_argument("--airflow-url", help="the realtime Airflow API; admin password from AIRFLOW_ADMIN_PASSWORD")
+    parser.add_argument(
+        "--airflow-url",
+        help="the realtime Airflow API, to delete the user's live runs too (skipped without it); "
+        "credential from AIRFLOW_ADMIN_USERNAME (default admin) and AIRFLOW_ADMIN_PASSWORD (or _FILE)",
+    )
     args = parser.parse_args(argv)
 
-    from archiver.erase import erase_user
-    from archiver.settings import ArchiveSettings
-    from archiver.store import ArchiveStore
-    from listener.airflow import run_id_for
-
-    streams = StreamSettings.from_env()
+    try:
+        streams = StreamSettings.from_env()
+        airflow = AirflowSettings.from_env(os.environ, credentials="AIRFLOW_ADMIN", username="admin")
+        archive_dir = args.archive_dir or ArchiveSettings.from_env().archive_dir
+    except OnboardingError as err:
+        print(f"onboarding-erase: {err}", file=sys.stderr)
+        return 2
     client = redis.Redis.from_url(streams.redis_url)
     try:
         stream_report = erase_from_streams(client, streams, args.user_id, args.dry_run)
-        archive_dir = args.archive_dir or ArchiveSettings.from_env().archive_dir
         archive_report = erase_user(ArchiveStore(archive_dir), args.user_id, args.dry_run)
     except redis.RedisError as err:
         print(f"onboarding-erase: Redis at {redacted_url(streams.redis_url)} failed: {err}", file=sys.stderr)
         return 1
+    except OnboardingError as err:
+        print(f"onboarding-erase: {err}", file=sys.stderr)
+        return 1
     run_ids = sorted(
-        {run_id_for(e) for e in stream_report.event_ids} | {r.rsplit("/", 1)[1] for r in archive_report.runs}
+        {keys.run_id_for(e) for e in stream_report.event_ids} | {r.rsplit("/", 1)[1] for r in archive_report.runs}
     )
     airflow_runs: list[str] | None = None
     if args.airflow_url:
-        password = os.environ.get("AIRFLOW_ADMIN_PASSWORD", "")
-        if not password and os.environ.get("AIRFLOW_ADMIN_PASSWORD_FILE"):
-            password = Path(os.environ["AIRFLOW_ADMIN_PASSWORD_FILE"]).read_text().strip()
-        username = os.environ.get("AIRFLOW_ADMIN_USERNAME", "admin")
-        airflow_runs = erase_airflow_runs(args.airflow_url, username, password, run_ids, dry_run=args.dry_run)
+        api = AirflowClient(replace(airflow, url=args.airflow_url.rstrip("/")))
+        try:
+            airflow_runs = erase_airflow_runs(api, run_ids, dry_run=args.dry_run)
+        except AirflowError as err:
+            print(f"onboarding-erase: Airflow at {args.airflow_url} failed: {err}", file=sys.stderr)
+            return 1
+        finally:
+            api.close()
     report = {
         "dry_run": args.dry_run,
         "streams": asdict(stream_report),

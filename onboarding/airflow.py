@@ -1,4 +1,6 @@
-"""The realtime Airflow's stable REST API (`/api/v2`), as the listener uses it.
+"""The one client of Airflow's stable REST API (`/api/v2`): the listener triggers and reads
+runs with it, the SLA service re-drives them, `onboarding-erase` deletes them and the local
+stack waits for an instance to be ready.
 
 Authentication: a JWT from `POST /auth/token`, refreshed shortly before its `exp` claim and
 once more on a 401. Every failure is classified: `AirflowUnavailable` (retry later) or
@@ -12,16 +14,47 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import httpx
 
-from listener.errors import AirflowRejected, AirflowUnavailable
-from listener.settings import AirflowSettings
+from onboarding import keys
+from onboarding.env import Env
+from onboarding.errors import AirflowRejected, AirflowUnavailable
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AirflowSettings:
+    """How to reach an Airflow instance's REST API, and as whom."""
+
+    url: str = "http://127.0.0.1:28080"
+    username: str = "listener"
+    password: str = field(default="", repr=False)
+    dag_id: str = keys.ONBOARDING_DAG_ID
+    timeout_s: float = 10.0
+    token_refresh_margin_s: float = 60.0
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], credentials: str = "AIRFLOW", username: str | None = None
+    ) -> AirflowSettings:
+        """AIRFLOW_API_URL, AIRFLOW_DAG_ID, AIRFLOW_TIMEOUT_S, AIRFLOW_TOKEN_REFRESH_MARGIN_S, and
+        the user from `<credentials>_USERNAME` and `<credentials>_PASSWORD` (or `..._PASSWORD_FILE`):
+        `AIRFLOW_*` is the listener's restricted user, `AIRFLOW_ADMIN_*` an operator's."""
+        env = Env(environ)
+        return cls(
+            url=env.str("AIRFLOW_API_URL", cls.url).rstrip("/"),
+            username=env.str(f"{credentials}_USERNAME", username or cls.username),
+            password=env.secret(f"{credentials}_PASSWORD") or "",
+            dag_id=env.str("AIRFLOW_DAG_ID", cls.dag_id),
+            timeout_s=env.float("AIRFLOW_TIMEOUT_S", cls.timeout_s, minimum=0.1),
+            token_refresh_margin_s=env.float("AIRFLOW_TOKEN_REFRESH_MARGIN_S", cls.token_refresh_margin_s, minimum=0),
+        )
 
 
 class TriggerOutcome(StrEnum):
@@ -34,14 +67,6 @@ class DagRun:
     run_id: str
     state: str
     conf: dict[str, Any]
-
-
-def run_id_for(event_id: str) -> str:
-    """The DAG run id of a signup: derived from the event id, so a retry finds the same run.
-
-    The signup schema restricts event ids to characters Airflow accepts in run ids.
-    """
-    return f"signup__{event_id}"
 
 
 def _token_expiry(token: str) -> float:
@@ -96,26 +121,65 @@ class AirflowClient:
             raise self._classify(response)
         return True
 
+    def delete_run(self, run_id: str) -> bool:
+        """Delete a run with its task instances and XComs (needs an admin). False: no such run."""
+        response = self._request("DELETE", f"/api/v2/dags/{self.settings.dag_id}/dagRuns/{run_id}")
+        if response.status_code == 404:
+            return False
+        if response.status_code not in (200, 204):
+            raise self._classify(response)
+        return True
+
     def check(self) -> None:
         """Raise AirflowUnavailable unless the API answers and the DAG is known."""
-        response = self._request("GET", f"/api/v2/dags/{self.settings.dag_id}")
+        self.get_dag(self.settings.dag_id)
+
+    def get_dag(self, dag_id: str) -> dict[str, Any]:
+        """A DAG's details (`is_paused`, ...); AirflowUnavailable while it is not registered."""
+        response = self._request("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code != 200:
+            raise self._classify(response, dag_id)
+        return dict(response.json())
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        """DAG files that failed to import (`filename`, `stack_trace`)."""
+        response = self._request("GET", "/api/v2/importErrors")
         if response.status_code != 200:
             raise self._classify(response)
+        return list(response.json().get("import_errors") or [])
+
+    def health(self) -> dict[str, Any]:
+        """`/api/v2/monitor/health` (no credential needed): the metadatabase's and scheduler's status."""
+        try:
+            response = self._http.get("/api/v2/monitor/health")
+        except httpx.TimeoutException as err:
+            raise AirflowUnavailable("timeout", f"GET /api/v2/monitor/health timed out: {err}") from err
+        except httpx.TransportError as err:
+            raise AirflowUnavailable("connection", f"GET /api/v2/monitor/health failed: {err}") from err
+        if response.status_code != 200:
+            raise self._classify(response)
+        return dict(response.json())
+
+    def token(self) -> str:
+        """A valid access token (cached until shortly before it expires)."""
+        return self._bearer()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self._bearer()}"}
-            try:
-                response = self._http.request(method, path, headers=headers, **kwargs)
-            except httpx.TimeoutException as err:
-                raise AirflowUnavailable("timeout", f"{method} {path} timed out: {err}") from err
-            except httpx.TransportError as err:
-                raise AirflowUnavailable("connection", f"{method} {path} failed: {err}") from err
-            if response.status_code == 401 and attempt == 1:
-                self._invalidate_token()
-                continue
-            return response
+        """One call; on a 401 (token revoked or expired early) once more with a new token."""
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 401:
+            self._invalidate_token()
+            response = self._send(method, path, **kwargs)
         return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._bearer()}"}
+        try:
+            return self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TimeoutException as err:
+            raise AirflowUnavailable("timeout", f"{method} {path} timed out: {err}") from err
+        except httpx.TransportError as err:
+            raise AirflowUnavailable("connection", f"{method} {path} failed: {err}") from err
 
     def _bearer(self) -> str:
         with self._lock:
@@ -143,13 +207,13 @@ class AirflowClient:
         token = response.json()["access_token"]
         expires_at = _token_expiry(token) or time.time() + 300
         logger.info(
-            "listener: obtained an Airflow token for %s, valid for %.0f s",
+            "airflow: obtained a token for %s, valid for %.0f s",
             self.settings.username,
             expires_at - time.time(),
         )
         return token, expires_at
 
-    def _classify(self, response: httpx.Response) -> Exception:
+    def _classify(self, response: httpx.Response, dag_id: str | None = None) -> AirflowRejected | AirflowUnavailable:
         detail = _detail(response)
         code = response.status_code
         if code == 400 and not detail.startswith("Dag with dag_id"):
@@ -161,7 +225,8 @@ class AirflowClient:
         if code in (401, 403):
             return AirflowUnavailable("auth", f"{code}: {detail}")
         if code == 404:
-            return AirflowUnavailable("dag_not_found", f"DAG {self.settings.dag_id!r} is not (yet) known: {detail}")
+            unknown = dag_id or self.settings.dag_id
+            return AirflowUnavailable("dag_not_found", f"DAG {unknown!r} is not (yet) known: {detail}")
         return AirflowUnavailable(f"http_{code}", detail)
 
 

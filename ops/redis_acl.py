@@ -24,6 +24,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from onboarding import keys
+from onboarding.env import Env
 from onboarding.settings import StreamSettings
 
 # What every client needs to connect (redis-py also tries CLIENT SETINFO, Redis >= 7.2, and
@@ -43,9 +45,11 @@ def _glob(name: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in name)
 
 
-def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding:archive:lock") -> list[Role]:
+def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIVE_LOCK) -> list[Role]:
     s = streams or StreamSettings()
     signups, decisions, dead = _glob(s.signups_stream), _glob(s.decisions_stream), _glob(s.dead_letter_stream)
+    fingerprints, markers = keys.fingerprint_pattern(signups), keys.marker_pattern(decisions)
+    awaiting, awaiting_conf = keys.awaiting_key(signups), keys.awaiting_conf_key(signups)
     return [
         Role(
             "app",
@@ -57,7 +61,7 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
             "signup listener: consume signups, fingerprints, dead letters, trim both streams, drift gauge",
             (
                 f"~{signups}",
-                f"~{signups}:fingerprint:*",
+                f"~{fingerprints}",
                 "-@all",
                 *_CONNECT,
                 *"+multi +exec +discard +exists +set +xgroup|create +xreadgroup +xack +xautoclaim +xclaim".split(),
@@ -70,7 +74,7 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
                 # Records each accepted signup for overdue detection (onboarding/awaiting.py):
                 # one script, unless its decision is already out. EVAL declares its keys
                 # read-write; inside, only EXISTS may touch a marker (no SET or GET).
-                f"(~{signups}:awaiting ~{signups}:awaiting:conf ~{decisions}:published:* +eval +exists +zadd +hsetnx)",
+                f"(~{awaiting} ~{awaiting_conf} ~{markers} +eval +exists +zadd +hsetnx)",
             ),
         ),
         Role(
@@ -80,13 +84,13 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
             # EVAL declares both keys, so it needs a selector holding both; the commands inside
             # still need their own grants, and there is none for reading the decisions.
             (
-                f"~{decisions}:published:*",
+                f"~{markers}",
                 "-@all",
                 *_CONNECT,
                 "+get",
                 "+set",
                 f"(%W~{decisions} +xadd)",
-                f"(~{decisions} ~{decisions}:published:* +eval)",
+                f"(~{decisions} ~{markers} +eval)",
             ),
         ),
         Role(
@@ -133,29 +137,22 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = "onboarding
             "sla",
             "SLA service: observe decisions through its group, clear awaiting signups, read lag and depth",
             (
-                f"~{signups}:awaiting",
-                f"~{signups}:awaiting:conf",
+                f"~{awaiting}",
+                f"~{awaiting_conf}",
                 "-@all",
                 *_CONNECT,
                 *"+zrem +zrangebyscore +zcard +hget +hdel +multi +exec".split(),
                 f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xlen +xrange"
                 " +xrevrange)",
                 f"(%R~{signups} %R~{dead} +xinfo|groups +xpending +xlen)",
-                f"(%R~{decisions}:published:* +exists)",
+                f"(%R~{markers} +exists)",
             ),
         ),
     ]
 
 
 def password_for(role: str, environ: Mapping[str, str]) -> str | None:
-    key = f"REDIS_ACL_PASSWORD_{role.upper()}"
-    if environ.get(key):
-        return environ[key]
-    path = environ.get(f"{key}_FILE")
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip() or None
-    return None
+    return Env(environ).secret(f"REDIS_ACL_PASSWORD_{role.upper()}")
 
 
 def acl_rule(role: Role, password: str | None) -> list[str]:

@@ -6,7 +6,8 @@ precisely; Airflow's SimpleAuthManager has no per-DAG permissions at all.
 
 Run inside the instance's environment (AIRFLOW_HOME, database URL) after `airflow db migrate`:
 
-    python -m stack.access            # users and passwords from ACCESS_* variables, see main()
+    onboarding-access                 # users and passwords from ACCESS_* variables, see main()
+    python -m ops.access              # the same
 
 It is idempotent: the role is reset to exactly LISTENER_PERMISSIONS, passwords are set to
 the given values, so a rotated password takes effect on the next run. One Python process
@@ -15,9 +16,14 @@ instead of five `airflow users/roles` CLI calls (each one loads Airflow for seco
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Any
+
+from onboarding.env import Env
+from onboarding.errors import ConfigError, OnboardingError
+from ops.errors import OpsError
 
 LISTENER_ROLE = "OnboardingListener"
 
@@ -61,21 +67,40 @@ def _ensure_user(sm: Any, username: str, password: str, role: Any) -> None:
     if user is None:
         created = sm.add_user(username, username, "-", f"{username}@onboarding.invalid", role, password)
         if not created:
-            raise SystemExit(f"could not create Airflow user {username!r}")
+            raise OpsError(f"could not create Airflow user {username!r}")
         return
     user.roles = [role]
     sm.update_user(user)
     sm.reset_password(user.id, password)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="onboarding-access",
+        description="Create or update the realtime Airflow's admin and listener users and the listener's "
+        "least-privilege role (FAB). Run with the instance's AIRFLOW_HOME and database settings, after "
+        "`airflow db migrate`. Passwords: ACCESS_ADMIN_PASSWORD and ACCESS_LISTENER_PASSWORD (or *_FILE); "
+        "ACCESS_LISTENER_USER (default listener).",
+    )
+    parser.parse_args(argv)
+    env = Env(os.environ)
     try:
-        admin_password = os.environ["ACCESS_ADMIN_PASSWORD"]
-        listener_password = os.environ["ACCESS_LISTENER_PASSWORD"]
-    except KeyError as err:
-        print(f"{err.args[0]} is required", file=sys.stderr)
+        admin_password = env.secret("ACCESS_ADMIN_PASSWORD")
+        listener_password = env.secret("ACCESS_LISTENER_PASSWORD")
+        missing = [
+            name
+            for name, value in (
+                ("ACCESS_ADMIN_PASSWORD", admin_password),
+                ("ACCESS_LISTENER_PASSWORD", listener_password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"{' and '.join(missing)} (or {missing[0]}_FILE) is required")
+        apply(str(admin_password), str(listener_password), env.str("ACCESS_LISTENER_USER", "listener"))
+    except OnboardingError as err:
+        print(f"onboarding-access: {err}", file=sys.stderr)
         return 2
-    apply(admin_password, listener_password, os.environ.get("ACCESS_LISTENER_USER", "listener"))
     print(f"users admin and listener ready; role {LISTENER_ROLE} has {len(LISTENER_PERMISSIONS)} permissions")
     return 0
 
