@@ -62,8 +62,8 @@ import psutil  # noqa: E402  (Airflow's own dependency)
 import redis  # noqa: E402
 
 from onboarding.decision import DecisionEvent  # noqa: E402
-from risk.samples import new_signup  # noqa: E402
 from onboarding.settings import StreamSettings  # noqa: E402
+from risk.samples import new_signup  # noqa: E402
 
 VARIANTS = ("tuned", "stepwise", "defaults", "inprocess", "assetwatcher")
 STEPWISE_DAGS = ROOT / "benchmarks" / "dags"

@@ -29,10 +29,10 @@ from onboarding.errors import InvalidEvent, OnboardingError
 from onboarding.http import loop_health, probe, serve_http
 from onboarding.logs import configure_logging
 from onboarding.publisher import publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from onboarding.streams import live_entries
 from risk.drift import DriftCollector
+from risk.samples import new_signup
 
 logger = logging.getLogger("listener.cli")
 

@@ -20,8 +20,8 @@ import redis
 from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
 from onboarding.publisher import publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from risk.samples import new_signup
 from stack.errors import StackError
 from stack.local import Stack, step
 from stack.settings import StackSettings

@@ -20,8 +20,8 @@ from onboarding.decision import DecisionEvent, publish_decision
 from onboarding.errors import ConfigError
 from onboarding.keys import run_id_for
 from onboarding.publisher import publish_raw, publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from risk.samples import new_signup
 from sla.metrics import SlaMetrics, StreamCollector, latency_buckets
 from sla.observer import DecisionObserver
 from sla.overdue import Stuck, list_overdue, redrive

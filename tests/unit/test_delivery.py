@@ -17,8 +17,8 @@ from listener.retention import trim_stream
 from onboarding.airflow import TriggerOutcome
 from onboarding.errors import AirflowUnavailable
 from onboarding.publisher import publish_raw, publish_signup
-from risk.samples import new_signup
 from onboarding.schema import validate_signup
+from risk.samples import new_signup
 from tests.unit.test_listener import SETTINGS, FakeAirflow, dead_letters, pending_count
 
 STREAM = SETTINGS.streams.signups_stream

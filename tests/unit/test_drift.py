@@ -9,9 +9,9 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from onboarding.publisher import publish_signup
-from risk.samples import new_signup
 from risk import drift
 from risk.model import load_training_data
+from risk.samples import new_signup
 
 
 def test_the_training_population_is_stable_against_itself() -> None:

@@ -17,9 +17,9 @@ from listener.settings import ListenerSettings
 from onboarding.decision import DecisionEvent, publish_decision
 from onboarding.keys import marker_key
 from onboarding.publisher import publish_raw, publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from ops.erase import erase_from_streams
+from risk.samples import new_signup
 from stack.settings import PROJECT_ROOT
 from tests.conftest import TEST_REDIS_URL
 from tests.unit.test_listener import FakeAirflow

@@ -15,8 +15,8 @@ from listener.settings import ListenerSettings
 from onboarding.airflow import DagRun, TriggerOutcome
 from onboarding.errors import AirflowRejected, AirflowUnavailable
 from onboarding.publisher import publish_raw, publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
+from risk.samples import new_signup
 from tests.conftest import TEST_REDIS_URL
 
 SETTINGS = ListenerSettings(

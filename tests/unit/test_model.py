@@ -10,13 +10,13 @@ import pytest
 import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
-from risk.samples import new_signup
 from risk import steps
 from risk.artifacts import ModelStore, current_version, load_model, set_current
 from risk.errors import ModelError
 from risk.evaluation import evaluate
 from risk.model import fit, load_training_data, probability_bad, reason_codes
 from risk.policy import CostMatrix
+from risk.samples import new_signup
 
 
 def test_training_data_is_the_full_credit_set() -> None:

@@ -25,9 +25,9 @@ from onboarding.awaiting import awaiting_before, awaiting_count, awaiting_key, c
 from onboarding.decision import DecisionEvent, publish_decision, read_decisions
 from onboarding.keys import marker_key
 from onboarding.publisher import publish_raw, publish_signup
-from risk.samples import new_signup
 from onboarding.settings import StreamSettings
 from ops.redis_acl import apply, render, roles
+from risk.samples import new_signup
 from sla.settings import SlaSettings
 from tests.conftest import TEST_REDIS_URL
 from tests.unit.test_listener import FakeAirflow

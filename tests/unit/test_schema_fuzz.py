@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onboarding.errors import InvalidEvent
-from risk.samples import new_signup
 from onboarding.schema import parse_signup, validate_signup
+from risk.samples import new_signup
 
 # Every reason code the validation can give; a new one must be added here (and documented
 # in docs/delivery.md) on purpose, so the dead-letter readers can filter on it.
