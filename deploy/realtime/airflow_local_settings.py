@@ -64,7 +64,7 @@ def _warm_up() -> None:
     warmed = []
     try:
         from onboarding.schema import signup_schema
-        from risk import steps  # noqa: F401
+        from risk import pipeline, steps  # noqa: F401  (what the DAG's task runs)
         from risk.artifacts import model_store
         from risk.redis_client import redis_client
         from risk.settings import RiskSettings
