@@ -65,8 +65,7 @@ def find_runs(store: ArchiveStore, user_id: str | None = None, event_id: str | N
             continue
         if event_id:
             mask = pc.equal(runs["run_id"], run_id_for(event_id))
-        else:
-            assert user_id is not None  # no event id, so a user id (checked above)
+        elif user_id:
             # conf is the JSON text the database held: a substring test narrows the scan (an
             # id JSON would escape is not narrowed), the parsed conf decides.
             plain = user_id.isascii() and user_id.isprintable() and not any(c in user_id for c in '"\\')

@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from risk.errors import ModelError
 from risk.features import (
     BAD_LABEL,
     DERIVED_FEATURES,
@@ -70,7 +71,8 @@ def build_model(seed: int = 0) -> Any:
     from risk.evaluation import CANDIDATES
 
     factory = CANDIDATES[MODEL_KIND].make
-    assert factory is not None
+    if factory is None:
+        raise ModelError(f"model kind {MODEL_KIND!r} has no estimator to build")
     return factory(seed)
 
 

@@ -61,3 +61,26 @@ def test_the_layers_picture_is_the_enforced_contract() -> None:
         [sys.executable, "scripts/render_layers.py", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_contracts_catch_an_upward_import_inside_a_function(tmp_path: Path) -> None:
+    """`lint-imports` (run by scripts/test) fails on a core module that imports the model
+    inside a function, the kind of leak nothing flagged before the contracts existed."""
+    import shutil
+
+    for package in ("onboarding", "risk", "listener", "archiver", "sla", "ops", "stack", "benchmarks", "testkit"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    shutil.copytree(ROOT / "tests", tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__", "schemas"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with (tmp_path / "onboarding" / "keys.py").open("a") as fh:
+        fh.write("\n\ndef _leak() -> None:\n    from risk import model  # noqa: F401\n")
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "onboarding.keys -> risk.model" in result.stdout
