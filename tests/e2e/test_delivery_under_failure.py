@@ -137,6 +137,7 @@ def test_crash_between_acceptance_and_ack_makes_no_second_run(stack: RealtimeSta
         )
     )
     client.trigger(run_id_for(event["event_id"]), {**validate_signup(event).to_dict(), "accepted_at": utc_now()})
+    client.close()
     listener, _port = stack.start_listener(**FAST_CLAIM)
     deadline = time.monotonic() + 60
     while pending(stack) and time.monotonic() < deadline:
