@@ -115,3 +115,48 @@ def test_bad_credentials_are_reported_as_auth() -> None:
 
     with pytest.raises(AirflowUnavailable, match="AIRFLOW_USERNAME"):
         AirflowClient(SETTINGS, transport=httpx.MockTransport(deny)).trigger("signup__e1", {})
+
+
+class RunsServer:
+    """A fake API holding some runs of the onboarding DAG: GET and DELETE on each."""
+
+    def __init__(self, runs: set[str], delete_status: int = 204) -> None:
+        self.runs = set(runs)
+        self.delete_status = delete_status
+        self.deleted: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            return httpx.Response(201, json={"access_token": jwt(time.time() + 3600)})
+        run_id = request.url.path.rsplit("/", 1)[1]
+        if run_id not in self.runs:
+            return httpx.Response(
+                404, json={"detail": f"DAGRun with DAG ID: 'onboarding' and DagRun ID: '{run_id}' not found"}
+            )
+        if request.method == "GET":
+            return httpx.Response(200, json={"dag_run_id": run_id, "state": "success", "conf": {}})
+        if self.delete_status == 204:
+            self.runs.discard(run_id)
+            self.deleted.append(run_id)
+        return httpx.Response(self.delete_status, json={"detail": "forbidden"} if self.delete_status >= 400 else None)
+
+
+def test_erase_deletes_only_the_runs_that_exist_and_a_dry_run_deletes_none() -> None:
+    from ops.erase import erase_airflow_runs
+
+    server = RunsServer({"signup__a", "signup__b"})
+    client = AirflowClient(SETTINGS, transport=httpx.MockTransport(server))
+    wanted = ["signup__a", "signup__b", "signup__gone"]
+    assert erase_airflow_runs(client, wanted, dry_run=True) == ["signup__a", "signup__b"]
+    assert server.deleted == []
+    assert erase_airflow_runs(client, wanted) == ["signup__a", "signup__b"]
+    assert server.deleted == ["signup__a", "signup__b"]
+    assert client.get_run("signup__a") is None
+    assert client.delete_run("signup__a") is False
+
+
+def test_a_delete_without_the_permission_is_an_auth_error_not_a_silent_success() -> None:
+    client = AirflowClient(SETTINGS, transport=httpx.MockTransport(RunsServer({"signup__a"}, delete_status=403)))
+    with pytest.raises(AirflowUnavailable) as refused:
+        client.delete_run("signup__a")
+    assert refused.value.kind == "auth"
