@@ -128,3 +128,21 @@ def test_urls_in_messages_hide_their_password() -> None:
     assert redacted_url("redis://listener:s3cret@redis:6380/0") == "redis://listener:***@redis:6380/0"
     assert redacted_url("rediss://:s3cret@redis/1") == "rediss://:***@redis/1"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_one_secret_helper_for_every_credential(tmp_path: Path) -> None:
+    """`Env.secret`: the variable wins, else the file it names (a mounted Secret), trimmed."""
+    from onboarding.airflow import AirflowSettings
+    from onboarding.env import Env
+    from ops.redis_acl import password_for
+
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("from-file\n")
+    assert Env({"X_PASSWORD": "direct", "X_PASSWORD_FILE": str(secret_file)}).secret("X_PASSWORD") == "direct"
+    assert Env({"X_PASSWORD_FILE": str(secret_file)}).secret("X_PASSWORD") == "from-file"
+    assert Env({}).secret("X_PASSWORD") is None
+    admin = AirflowSettings.from_env(
+        {"AIRFLOW_ADMIN_PASSWORD_FILE": str(secret_file)}, credentials="AIRFLOW_ADMIN", username="admin"
+    )
+    assert (admin.username, admin.password) == ("admin", "from-file")
+    assert password_for("listener", {"REDIS_ACL_PASSWORD_LISTENER_FILE": str(secret_file)}) == "from-file"
