@@ -17,6 +17,9 @@ import redis
 from testkit.model import train_baseline
 from testkit.services import require
 
+# SIGTERM (a CI time-out) tears the services down instead of orphaning them.
+pytest_plugins = ["testkit.pytest_signals"]
+
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
