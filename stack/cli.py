@@ -3,8 +3,10 @@
 onboarding-stack demo     up, then publish a sample signup and print its decision
 onboarding-stack up       Redis (if none answers), realtime and batch Airflow, the listeners,
                           rq worker and rq cron, metrics endpoints: under a supervisor
-onboarding-stack status   which parts are up (exit 0 if all, 3 if not)
-onboarding-stack down     stop everything (SIGTERM, wait, SIGKILL; reverse start order)
+onboarding-stack status   which parts are up: exit 0 only when every part runs and answers its
+                          health check now, else 3
+onboarding-stack down     stop everything (SIGTERM, wait, SIGKILL; reverse start order), whole process
+                          trees, also those a killed supervisor left
 onboarding-stack logs [NAME]
 """
 

@@ -24,7 +24,7 @@ from risk.errors import RiskError
 from risk.settings import RiskSettings
 from stack.errors import StackError
 from stack.instance import AirflowInstance, InstanceSpec, current_env
-from stack.processes import ManagedProcess
+from stack.processes import ManagedProcess, ProcessRecord, end_processes, stack_id, tagged
 from stack.settings import StackSettings
 from stack.supervisor import Plan, Service, read_state
 
@@ -208,6 +208,7 @@ class Stack:
             step(f"already up (supervisor pid {self.supervisor.pid()}); see `status`")
             return
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._end_leftovers("left by an earlier run whose supervisor died")
         start_redis = not self.redis_answers()
         if start_redis:
             if shutil.which("redis-server") is None:
@@ -224,7 +225,13 @@ class Stack:
         step(f"preparing the realtime and batch Airflow instances ({db} metadata) in {self.settings.home}")
         with ThreadPoolExecutor(2) as pool:  # two databases: migrate them side by side
             list(pool.map(lambda i: (i.prepare(), i.migrate()), (self.realtime, self.batch)))
-        plan = Plan(self.services(start_redis), self.run_dir, self.log_dir)
+        plan = Plan(
+            self.services(start_redis),
+            self.run_dir,
+            self.log_dir,
+            log_max_bytes=self.settings.log_max_bytes,
+            log_backups=self.settings.log_backups,
+        )
         plan.write(self.plan_file)
         (self.run_dir / "state.json").unlink(missing_ok=True)
         self.supervisor.start()
@@ -264,27 +271,47 @@ class Stack:
     def down(self) -> None:
         if self.supervisor.stop(timeout_s=300):
             step("stopped every service (reverse start order) and the supervisor")
-        # A supervisor that was killed leaves its children: stop what the pid files name.
+        # A supervisor that was killed leaves its services running: end each whole tree its
+        # pid file records (pid, process group, start time, tag), in the reverse start order.
         state = read_state(self.run_dir) or {}
         for name in reversed(list(state.get("services", {}))):
             process = ManagedProcess(name, [], {}, self.run_dir, self.log_dir)
             if process.stop(timeout_s=30):
                 step(f"stopped {name} (left behind by a supervisor that had died)")
+        self._end_leftovers("left without a pid file")
+
+    def _end_leftovers(self, why: str) -> None:
+        """End every process tagged as this stack's (stack.processes): what an earlier run
+        left behind, whatever happened to its pid files."""
+        leftover = tagged(stack_id(self.run_dir))
+        if leftover:
+            step(f"ending {len(leftover)} process(es) of this stack {why}")
+            end_processes(leftover, timeout_s=10)
 
     def status(self) -> dict[str, str]:
-        """Each service's state as the supervisor sees it, checked against its pid."""
+        """Each service's state: `up` only when its process runs (the recorded one, not a
+        reused pid), the supervisor counts it up and its health check passes now."""
         state = read_state(self.run_dir)
         if state is None:
             return {"supervisor": "down (never started here)"}
         supervisor = self.supervisor.pid()
         out = {"supervisor": f"up (pid {supervisor})" if supervisor else "down"}
+        try:
+            checks = {s.name: s for s in Plan.read(self.plan_file).services}
+        except (OSError, ValueError, KeyError):
+            checks = {}
         for name, service in state["services"].items():
-            alive = ManagedProcess(name, [], {}, self.run_dir, self.log_dir).pid()
+            record = ProcessRecord.read(self.run_dir / f"{name}.pid")
+            alive = record.pid if record is not None and record.leader_alive() else None
+            restarts = f", {service['restarts']} restart(s)" if service["restarts"] else ""
             if alive and service["state"] == "up":
-                restarts = f", {service['restarts']} restart(s)" if service["restarts"] else ""
-                out[name] = f"up (pid {alive}{restarts})"
+                check = checks.get(name)
+                if check is None or check.healthy():
+                    out[name] = f"up (pid {alive}{restarts})"
+                else:
+                    out[name] = f"unhealthy (pid {alive}{restarts}): {check.health} does not answer"
             elif alive:
-                out[name] = f"{service['state']} (pid {alive})"
+                out[name] = f"{service['state']} (pid {alive}{restarts})"
             else:
                 out[name] = "down" if service["state"] in ("up", "stopped", "pending") else service["state"]
         if "redis" not in out:

@@ -46,6 +46,9 @@ class StackSettings:
     realtime_log_server_port: int = 28793
     batch_log_server_port: int = 28794
     batch_metadata_db: str | None = None
+    # Each service's log is rotated (copy and truncate) above this size; N backups kept.
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 3
 
     @property
     def database_url(self) -> str | None:
@@ -101,4 +104,6 @@ class StackSettings:
             batch_metadata_db=env.optional_str("ONBOARDING_BATCH_METADATA_DB"),
             realtime_log_server_port=env.int("REALTIME_LOG_SERVER_PORT", cls.realtime_log_server_port, minimum=1),
             batch_log_server_port=env.int("BATCH_LOG_SERVER_PORT", cls.batch_log_server_port, minimum=1),
+            log_max_bytes=env.int("ONBOARDING_LOG_MAX_BYTES", cls.log_max_bytes, minimum=1024),
+            log_backups=env.int("ONBOARDING_LOG_BACKUPS", cls.log_backups, minimum=0),
         )

@@ -4,8 +4,15 @@ stops them all (SIGTERM, wait, SIGKILL) in reverse order when it receives SIGTER
 
 `onboarding-stack up` writes the service table (a JSON plan) and starts
 `python -m stack.supervisor PLAN` in the background; the supervisor writes each
-service's pid file (`run_dir/<name>.pid`, as `ManagedProcess` reads it), its log
-(`log_dir/<name>.log`) and the table's state (`state.json`) that `status` reads.
+service's pid file (`run_dir/<name>.pid`: pid, process group, start time and tag, as
+`stack.processes.ProcessRecord` reads it), its log (`log_dir/<name>.log`, rotated at
+`log_max_bytes`) and the table's state (`state.json`) that `status` reads.
+
+A service is its whole process tree, not only its leader: when a leader exits for any
+reason, what is left of its tree (an api-server's uvicorn workers, a scheduler's
+LocalExecutor workers and their task processes) is ended (SIGTERM, a grace period,
+SIGKILL) before the restart, so a restarted api-server never finds its port held by
+the workers of the one that died.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +32,12 @@ import httpx
 import redis
 
 from onboarding.logs import configure_logging
-from stack.processes import signal_group, spawn
+from stack.processes import ProcessRecord, end_processes, end_tree, new_tag, signal_all, spawn
 
 logger = logging.getLogger("stack.supervisor")
 
 BACKOFF_INITIAL_S = 1.0
+REAP_GRACE_S = 10.0  # what is left of a dead leader's tree gets this long after SIGTERM
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # a service up this long has its backoff reset
 
@@ -67,6 +76,8 @@ class Plan:
     services: list[Service]
     run_dir: Path
     log_dir: Path
+    log_max_bytes: int = 50 * 1024 * 1024  # a log larger than this is rotated
+    log_backups: int = 3  # <name>.log.1 (newest) .. <name>.log.N are kept
 
     @property
     def state_file(self) -> Path:
@@ -77,6 +88,8 @@ class Plan:
         data = {
             "run_dir": str(self.run_dir),
             "log_dir": str(self.log_dir),
+            "log_max_bytes": self.log_max_bytes,
+            "log_backups": self.log_backups,
             "services": [asdict(s) for s in self.services],
         }
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the environment
@@ -90,6 +103,8 @@ class Plan:
             services=[Service(**s) for s in data["services"]],
             run_dir=Path(data["run_dir"]),
             log_dir=Path(data["log_dir"]),
+            log_max_bytes=int(data.get("log_max_bytes", cls.log_max_bytes)),
+            log_backups=int(data.get("log_backups", cls.log_backups)),
         )
 
 
@@ -97,7 +112,9 @@ class Plan:
 class _Child:
     service: Service
     proc: subprocess.Popen[bytes] | None = None
-    state: str = "pending"  # pending, starting, up, backoff, failed, stopped
+    state: str = "pending"  # pending, starting, up, reaping, backoff, failed, stopped
+    record: ProcessRecord | None = None
+    reap_deadline: float = 0.0
     started_at: float = 0.0
     restarts: int = 0
     backoff_s: float = BACKOFF_INITIAL_S
@@ -119,22 +136,29 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         service = child.service
         log_file, pid_file = self.plan.log_dir / f"{service.name}.log", self.plan.run_dir / f"{service.name}.pid"
-        child.proc = spawn(service.argv, service.env, service.cwd, log_file, pid_file)
+        child.proc = spawn(
+            service.argv, service.env, service.cwd, log_file, pid_file, new_tag(self.plan.run_dir, service.name)
+        )
+        child.record = ProcessRecord.read(pid_file)
         child.started_at = time.monotonic()
         child.state = "starting"
         logger.info("started %s (pid %s)", service.name, child.proc.pid)
 
     def _stop(self, child: _Child) -> None:
-        proc = child.proc
+        proc, record = child.proc, child.record
         if proc is not None and proc.poll() is None:
-            signal_group(proc.pid, signal.SIGTERM)
+            _signal_tree(proc, signal.SIGTERM)
             try:
                 proc.wait(child.service.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop in %.0f s; SIGKILL", child.service.name, child.service.stop_timeout_s)
-                signal_group(proc.pid, signal.SIGKILL)
+                _signal_tree(proc, signal.SIGKILL)
                 proc.wait()
             logger.info("stopped %s", child.service.name)
+        if record is not None:  # what the leader left behind: workers, task processes
+            leftover = end_tree(record, timeout_s=min(child.service.stop_timeout_s, REAP_GRACE_S))
+            if leftover:
+                logger.warning("%s: SIGKILLed %d process(es) left after it stopped", child.service.name, len(leftover))
         (self.plan.run_dir / f"{child.service.name}.pid").unlink(missing_ok=True)
         if proc is not None and child.state != "failed":  # a failed or never started one says so
             child.state = "stopped"
@@ -160,6 +184,9 @@ class Supervisor:
                 c.service.name: {
                     "state": c.state,
                     "pid": c.proc.pid if self._running(c) and c.proc else None,
+                    "pgid": c.record.pgid if c.record else None,
+                    "start": c.record.start if c.record else None,
+                    "tag": c.record.tag if c.record else None,
                     "restarts": c.restarts,
                     "last_exit": c.last_exit,
                     "health": c.service.health,
@@ -198,18 +225,34 @@ class Supervisor:
         return True
 
     def watch_once(self) -> None:
-        """Restart crashed services, with exponential backoff per service."""
+        """Restart crashed services, with exponential backoff per service. A crashed
+        leader's leftover processes are ended first (state `reaping`)."""
         now = time.monotonic()
         for child in self.children:
             if child.state in ("up", "starting") and not self._running(child):
                 child.last_exit = child.proc.returncode if child.proc else None
                 if now - child.started_at > STABLE_AFTER_S:
                     child.backoff_s = BACKOFF_INITIAL_S
+                leftover = child.record.members() if child.record else []
+                logger.warning(
+                    "%s exited (code %s); %d process(es) of it left",
+                    child.service.name,
+                    child.last_exit,
+                    len(leftover),
+                )
+                signal_all(leftover, signal.SIGTERM)  # and SIGKILL at the deadline
+                child.state = "reaping"
+                child.reap_deadline = now + min(child.service.stop_timeout_s, REAP_GRACE_S)
+            if child.state == "reaping":
+                leftover = child.record.members() if child.record else []
+                if leftover and now < child.reap_deadline:
+                    continue
+                if leftover:
+                    logger.warning("%s: SIGKILL to %d leftover process(es)", child.service.name, len(leftover))
+                    end_processes(leftover, timeout_s=0)
                 child.state = "backoff"
                 child.retry_at = now + child.backoff_s
-                logger.warning(
-                    "%s exited (code %s); restarting in %.0f s", child.service.name, child.last_exit, child.backoff_s
-                )
+                logger.warning("%s: restarting in %.0f s", child.service.name, child.backoff_s)
                 child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
             elif child.state == "backoff" and now >= child.retry_at:
                 child.restarts += 1
@@ -217,6 +260,18 @@ class Supervisor:
             elif child.state == "starting" and self._ready(child):
                 child.state = "up"
                 logger.info("%s is up again (restart %d)", child.service.name, child.restarts)
+
+    def rotate_logs(self) -> None:
+        """Copy-and-truncate each log larger than the cap (the children write with
+        O_APPEND, so they go on at the start of the emptied file)."""
+        for path in self.plan.log_dir.glob("*.log"):
+            try:
+                if path.stat().st_size <= self.plan.log_max_bytes:
+                    continue
+            except OSError:
+                continue
+            rotate(path, self.plan.log_backups)
+            logger.info("rotated %s", path.name)
 
     def run(self) -> int:
         def on_signal(signum: int, _frame: object) -> None:
@@ -231,6 +286,7 @@ class Supervisor:
             while not self.stopping:
                 self.watch_once()
                 self.write_state("running")
+                self.rotate_logs()
                 time.sleep(0.5)
         self.write_state("stopping" if ok or self.stopping else "failed")
         failed = not ok and not self.stopping
@@ -238,6 +294,26 @@ class Supervisor:
             self._stop(child)
         self.write_state("failed" if failed else "stopped")
         return 1 if failed else 0
+
+
+def _signal_tree(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """The leader's process group (it leads its own session), else the leader alone."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(sig)
+
+
+def rotate(path: Path, backups: int) -> None:
+    """<name>.log -> <name>.log.1 -> ... -> <name>.log.<backups> (the oldest is dropped)."""
+    for i in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{i}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{i + 1}"))
+    if backups > 0:
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    with path.open("r+b") as fh:
+        fh.truncate(0)
 
 
 def read_state(run_dir: Path) -> dict | None:
