@@ -278,6 +278,17 @@ class Listener:
         except InvalidEvent as err:
             self._dead_letter(entry_id, fields, err.reason, err.detail)
             return True
+        if self.redis.exists(keys.marker_key(self.settings.streams.decisions_stream, event.event_id)):
+            # Its decision is out (the publish marker outlives the run, which the weekly
+            # archive removes after 7 days): a resend gets neither a run nor a decision.
+            self.redis.xack(self.stream, self.settings.group, entry_id)
+            self.metrics.events.labels("already_decided").inc()
+            logger.info(
+                "listener: already decided, no run for event_id=%s entry=%s",
+                event.event_id,
+                entry_id,
+            )
+            return True
         conf = {**event.to_dict(), "accepted_at": utc_now()}
         try:
             outcome = self._trigger(event, conf, entry_id, fields)

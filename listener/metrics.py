@@ -14,7 +14,7 @@ class ListenerMetrics:
         self.registry = registry or CollectorRegistry()
         self.events = Counter(
             "onboarding_listener_events_total",
-            "Signup entries read from the stream, by outcome (triggered, duplicate, dead_lettered).",
+            "Signup entries read from the stream, by outcome (triggered, duplicate, already_decided, dead_lettered).",
             ["outcome"],
             registry=self.registry,
         )

@@ -13,7 +13,9 @@ from listener.consumer import Listener
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
 from onboarding.airflow import DagRun, TriggerOutcome
+from onboarding.decision import DecisionEvent, publish_decision
 from onboarding.errors import AirflowRejected, AirflowUnavailable
+from onboarding.keys import run_id_for
 from onboarding.publisher import publish_raw, publish_signup
 from onboarding.settings import StreamSettings
 from risk.samples import new_signup
@@ -145,6 +147,25 @@ def test_redelivered_event_reports_the_existing_run(redis_client: redis.Redis) -
     assert Listener(redis_client, airflow, SETTINGS, metrics).run(burst=True) == 2
     assert len(airflow.runs) == 1
     assert metrics.registry.get_sample_value("onboarding_listener_events_total", {"outcome": "duplicate"}) == 1
+
+
+def test_a_resent_signup_whose_decision_is_out_gets_no_run(redis_client: redis.Redis) -> None:
+    """Its run may be archived (7 days) long before the publish marker expires (30 days):
+    the listener asks the marker, not Airflow, so the resend triggers nothing."""
+    airflow = FakeAirflow()
+    event = new_signup()
+    publish_decision(
+        redis_client,
+        SETTINGS.streams.decisions_stream,
+        DecisionEvent(event["event_id"], event["user_id"], "approve", 0.1, [], "v1", run_id_for(event["event_id"])),
+    )
+    publish_signup(redis_client, SETTINGS.streams.signups_stream, event)
+    metrics = ListenerMetrics()
+    assert Listener(redis_client, airflow, SETTINGS, metrics).run(burst=True) == 1
+    assert airflow.calls == 0
+    assert pending_count(redis_client) == 0
+    assert metrics.registry.get_sample_value("onboarding_listener_events_total", {"outcome": "already_decided"}) == 1
+    assert redis_client.xlen(SETTINGS.streams.decisions_stream) == 1
 
 
 def test_max_messages_bounds_a_burst(redis_client: redis.Redis) -> None:
