@@ -26,8 +26,9 @@ from listener.settings import ListenerSettings
 from onboarding.airflow import AirflowClient
 from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent, OnboardingError
-from onboarding.http import loop_health, probe, serve_http
+from onboarding.http import loop_health, loop_liveness, probe, serve_http
 from onboarding.logs import configure_logging
+from onboarding.outages import redis_client
 from onboarding.publisher import publish_signup
 from onboarding.settings import StreamSettings
 from onboarding.streams import live_entries
@@ -51,7 +52,7 @@ def listener_main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(settings)
     configure_logging("listener", settings.log_format)
-    client = redis.Redis.from_url(settings.streams.redis_url)
+    client = redis_client(settings.streams.redis_url, block_s=settings.block_ms / 1000)
     airflow = AirflowClient(settings.airflow)
     listener = Listener(client, airflow, settings, ListenerMetrics())
     # The batch instance's drift DAG writes PSI values to Redis; expose them here.
@@ -59,8 +60,9 @@ def listener_main(argv: list[str] | None = None) -> int:
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000 + settings.airflow.timeout_s)
 
     healthy = loop_health("consumer loop", listener.seconds_since_loop, stale_after_s, client)
+    live = loop_liveness("consumer loop", listener.seconds_since_loop, stale_after_s)
 
-    server = serve_http(settings.metrics_host, settings.metrics_port, listener.metrics.registry, healthy)
+    server = serve_http(settings.metrics_host, settings.metrics_port, listener.metrics.registry, healthy, live=live)
 
     def on_signal(signum: int, _frame: Any) -> None:
         logger.info("listener: received %s; finishing the entry in hand", signal.Signals(signum).name)

@@ -37,6 +37,7 @@ from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now
 from onboarding.errors import AirflowRejected, AirflowUnavailable, InvalidEvent
 from onboarding.keys import run_id_for
+from onboarding.outages import through_redis_outages
 from onboarding.schema import SignupEvent, parse_signup
 from onboarding.streams import Entry, Fields, deleted_ids, ensure_group, live_entries, text, xread_entries
 
@@ -80,6 +81,7 @@ class Listener:
         self._last_keep_alive = time.monotonic()
         self._last_trim = time.monotonic()
         self.last_loop_at = time.monotonic()
+        self._settled = 0
 
     @property
     def stream(self) -> str:
@@ -103,29 +105,38 @@ class Listener:
     def run(self, burst: bool = False, max_messages: int | None = None) -> int:
         """Process entries until stopped (or, in burst mode, until none are waiting).
 
-        Returns the number of entries settled (acknowledged).
+        Returns the number of entries settled (acknowledged). Outside burst mode a Redis
+        outage does not end it: the loop waits for Redis and starts over (onboarding.outages);
+        the entries in hand stay pending and are read again.
         """
+        self._settled = 0
+        if burst:
+            self._loop(burst, max_messages)
+        else:
+            through_redis_outages(lambda: self._loop(burst, max_messages), self._stopping, self._tick, "listener")
+        return self._settled
+
+    def _loop(self, burst: bool, max_messages: int | None) -> None:
         self.ensure_group()
-        settled = 0
         own_pending = True  # first re-read what this consumer left unacknowledged
         while not self.stopping:
             self._tick()
             budget = self.settings.batch_size
             if max_messages is not None:
-                budget = min(budget, max_messages - settled)
+                budget = min(budget, max_messages - self._settled)
                 if budget <= 0:
                     break
             if time.monotonic() - self._last_claim >= self.settings.claim_interval_s:
                 self._last_claim = time.monotonic()
                 claimed = self._claim(budget)
                 if claimed:
-                    settled += self._process(claimed, count_deliveries=True)
+                    self._settled += self._process(claimed, count_deliveries=True)
                     continue
             if own_pending:
                 entries = self._read("0", budget, block=False)
                 if len(entries) < budget:
                     own_pending = False
-                settled += self._process(entries, count_deliveries=True)
+                self._settled += self._process(entries, count_deliveries=True)
                 continue
             self._maybe_trim()
             entries = self._read(">", budget, block=not burst)
@@ -133,8 +144,7 @@ class Listener:
                 if burst:
                     break
                 continue
-            settled += self._process(entries, count_deliveries=False)
-        return settled
+            self._settled += self._process(entries, count_deliveries=False)
 
     def _tick(self) -> None:
         self.last_loop_at = time.monotonic()

@@ -1,5 +1,11 @@
-"""The small HTTP side of every long-running process: /metrics, /healthz, extra pages, and
-the `check` probe that asks a running process for its health."""
+"""The small HTTP side of every long-running process: /metrics, the probes, extra pages,
+and the `check` probe that asks a running process for its health.
+
+/livez    liveness: the process works (its loop turns). Never depends on Redis or Airflow,
+          so an outage of either does not restart every pod.
+/readyz   readiness: it can do its job now (its loop turns and Redis answers).
+/healthz  the same as /readyz (what `check`, the local supervisor and older probes ask).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ Page = Callable[[], tuple[bytes, str]]
 class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
     healthy: Callable[[], tuple[bool, str]]
+    live: Callable[[], tuple[bool, str]]
     pages: Mapping[str, Page]
 
     def do_GET(self) -> None:
@@ -32,8 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path == "/metrics":
                 body, status, ctype = generate_latest(self.registry), 200, CONTENT_TYPE_LATEST
-            elif path == "/healthz":
-                ok, why = cls.healthy()
+            elif path in ("/healthz", "/readyz", "/livez"):
+                ok, why = cls.live() if path == "/livez" else cls.healthy()
                 body, status, ctype = (why + "\n").encode(), 200 if ok else 503, TEXT
             elif path in cls.pages:
                 body, ctype = cls.pages[path]()
@@ -60,14 +67,24 @@ def serve_http(
     healthy: Callable[[], tuple[bool, str]],
     pages: Mapping[str, Page] | None = None,
     name: str = "metrics-http",
+    live: Callable[[], tuple[bool, str]] | None = None,
 ) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and `pages` (exact paths) on a daemon thread; returns the
-    server (port 0 picks one)."""
-    attributes = {"registry": registry, "healthy": staticmethod(healthy), "pages": dict(pages or {})}
+    """Serve /metrics, the probes and `pages` (exact paths) on a daemon thread; returns the
+    server (port 0 picks one). Without `live`, /livez answers as long as the server does."""
+    attributes = {
+        "registry": registry,
+        "healthy": staticmethod(healthy),
+        "live": staticmethod(live or _serving),
+        "pages": dict(pages or {}),
+    }
     server = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), attributes))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
+
+
+def _serving() -> tuple[bool, str]:
+    return True, "serving"
 
 
 def probe(url: str) -> int:
@@ -85,16 +102,32 @@ def probe(url: str) -> int:
     return 1
 
 
-def loop_health(
-    loop: str, seconds_since_loop: Callable[[], float], stale_after_s: float, client: redis.Redis
+def loop_liveness(
+    loop: str, seconds_since_loop: Callable[[], float], stale_after_s: float
 ) -> Callable[[], tuple[bool, str]]:
-    """The /healthz of a process built around one loop over Redis: red when the loop has not
-    turned for `stale_after_s` or Redis does not answer."""
+    """The /livez of a process built around one loop: red only when the loop has not turned
+    for `stale_after_s` (the loop keeps turning through a Redis outage, onboarding.outages)."""
 
-    def healthy() -> tuple[bool, str]:
+    def live() -> tuple[bool, str]:
         age = seconds_since_loop()
         if age > stale_after_s:
             return False, f"{loop} stalled for {age:.0f} s"
+        return True, "ok"
+
+    return live
+
+
+def loop_health(
+    loop: str, seconds_since_loop: Callable[[], float], stale_after_s: float, client: redis.Redis
+) -> Callable[[], tuple[bool, str]]:
+    """The /readyz (and /healthz) of a process built around one loop over Redis: red when
+    the loop has not turned for `stale_after_s` or Redis does not answer."""
+    live = loop_liveness(loop, seconds_since_loop, stale_after_s)
+
+    def healthy() -> tuple[bool, str]:
+        ok, why = live()
+        if not ok:
+            return ok, why
         try:
             client.ping()
         except redis.RedisError as err:

@@ -22,8 +22,9 @@ from archiver.metrics import StoreCollector
 from archiver.store import ArchiveStore
 from onboarding.airflow import AirflowClient
 from onboarding.errors import OnboardingError
-from onboarding.http import loop_health, probe
+from onboarding.http import loop_health, loop_liveness, probe
 from onboarding.logs import configure_logging
+from onboarding.outages import redis_client
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.observer import DecisionObserver
 from sla.overdue import list_overdue, redrive
@@ -121,7 +122,7 @@ def _redrive(
 
 def _serve(settings: SlaSettings, burst: bool) -> int:
     configure_logging("sla", settings.log_format)
-    client = redis.Redis.from_url(settings.streams.redis_url)
+    client = redis_client(settings.streams.redis_url, block_s=settings.block_ms / 1000)
     metrics = SlaMetrics(settings)
     metrics.registry.register(StreamCollector(client, settings))
     schedulers = SchedulerCollector(settings.airflow_instances)
@@ -134,6 +135,7 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000)
 
     healthy = loop_health("decision observer", observer.seconds_since_loop, stale_after_s, client)
+    live = loop_liveness("decision observer", observer.seconds_since_loop, stale_after_s)
 
     def page() -> dict[str, Any]:
         return snapshot(
@@ -144,7 +146,7 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
             archive,
         )
 
-    server = serve(settings.host, settings.port, metrics.registry, healthy, page)
+    server = serve(settings.host, settings.port, metrics.registry, healthy, page, live)
     stop_polling = threading.Event()
     schedulers.run_polling(stop_polling)
 

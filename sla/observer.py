@@ -17,6 +17,7 @@ import redis
 
 from onboarding.awaiting import clear_awaiting
 from onboarding.decision import DecisionEvent
+from onboarding.outages import through_redis_outages
 from onboarding.streams import Entry, Fields, ensure_group, live_entries, payload, xread_entries
 from sla.metrics import STAGES, SlaMetrics
 from sla.settings import SlaSettings
@@ -63,6 +64,7 @@ class DecisionObserver:
         self.window = Window(settings.page_window_s)
         self._stop = threading.Event()
         self._last_loop = time.monotonic()
+        self._seen = 0
 
     @property
     def stream(self) -> str:
@@ -79,13 +81,21 @@ class DecisionObserver:
         ensure_group(self.redis, self.stream, self.settings.group, start="$")
 
     def run(self, burst: bool = False, max_messages: int | None = None) -> int:
-        """Observe decisions until stopped; burst: only what is there now. Returns how many."""
+        """Observe decisions until stopped; burst: only what is there now. Returns how many.
+        Outside burst mode a Redis outage does not end it (onboarding.outages)."""
+        self._seen = 0
+        if burst:
+            self._loop(burst, max_messages)
+        else:
+            through_redis_outages(lambda: self._loop(burst, max_messages), self._stop, self._tick, "sla")
+        return self._seen
+
+    def _loop(self, burst: bool, max_messages: int | None) -> None:
         self.ensure_group()
-        seen = 0
         start = "0"  # first our own pending entries (a previous incarnation's), then new ones
         while not self._stop.is_set():
             self._tick()
-            budget = 100 if max_messages is None else min(100, max_messages - seen)
+            budget = 100 if max_messages is None else min(100, max_messages - self._seen)
             entries = self._read(start, budget, block=not burst and start == ">")
             if not entries:
                 if start == "0":
@@ -97,10 +107,9 @@ class DecisionObserver:
             for entry_id, fields in entries:
                 self.observe_fields(fields)
                 self.redis.xack(self.stream, self.settings.group, entry_id)
-                seen += 1
-            if max_messages is not None and seen >= max_messages:
+                self._seen += 1
+            if max_messages is not None and self._seen >= max_messages:
                 break
-        return seen
 
     def _tick(self) -> None:
         self._last_loop = time.monotonic()

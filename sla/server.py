@@ -1,4 +1,5 @@
-"""The SLA service's HTTP endpoints: /metrics, /healthz, the page (/ and /sla) and /api/sla."""
+"""The SLA service's HTTP endpoints: /metrics, the probes (/livez, /readyz, /healthz), the
+page (/ and /sla) and /api/sla."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def serve(
     registry: CollectorRegistry,
     healthy: Callable[[], tuple[bool, str]],
     snapshot: Callable[[], dict[str, Any]],
+    live: Callable[[], tuple[bool, str]] | None = None,
 ) -> ThreadingHTTPServer:
     """Serve on a daemon thread; returns the server (port 0 picks one)."""
 
@@ -29,4 +31,4 @@ def serve(
         return json.dumps(snapshot()).encode(), "application/json"
 
     pages: dict[str, Page] = {"/": page, "/sla": page, "/api/sla": api}
-    return serve_http(host, port, registry, healthy, pages, name="sla-http")
+    return serve_http(host, port, registry, healthy, pages, name="sla-http", live=live)

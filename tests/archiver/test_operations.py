@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ from rq import Queue, SimpleWorker
 from rq.cron import CronScheduler
 
 from archiver.archive import make_engine
+from archiver.cli import main as archive_main
 from archiver.errors import ArchiveError, LockHeld
 from archiver.jobs import archive_all, run_archive_job
 from archiver.metrics import health, registry_for
@@ -128,6 +132,24 @@ def test_weekly_cron_job_runs_on_the_maintenance_queue_worker(
     assert (tmp_path / "archive" / "metrics.prom").read_text().count("onboarding_archive_rows_total") > 1
 
 
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "America/Los_Angeles", "UTC"])
+def test_the_weekly_archive_is_due_sunday_0300_utc_whatever_the_hosts_time_zone(zone: str) -> None:
+    code = (
+        "import redis\n"
+        "from rq.cron import CronScheduler\n"
+        f"scheduler = CronScheduler(connection=redis.Redis.from_url({REDIS_URL!r}))\n"
+        "scheduler.load_config_from_file('archiver.cron')\n"
+        "[job] = scheduler.get_jobs()\n"
+        "print(job.get_next_enqueue_time().isoformat())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "TZ": zone}, capture_output=True, text=True, check=True
+    )
+    due = datetime.fromisoformat(out.stdout.strip().splitlines()[-1]).astimezone(UTC)
+    assert (due.weekday(), due.hour, due.minute) == (6, 3, 0), f"under TZ={zone}: {due}"
+    assert timedelta(0) < due - datetime.now(UTC) <= timedelta(days=7)
+
+
 def test_metrics_and_health_tell_on_call_what_happened(seeded_sqlite: str, tmp_path: Path) -> None:
     settings = _settings(seeded_sqlite, tmp_path)
     store = ArchiveStore(settings.archive_dir)
@@ -167,3 +189,17 @@ def test_settings_errors_name_the_variable_and_value() -> None:
     assert [i.name for i in settings.instances] == ["realtime", "batch"]
     assert settings.cutoff(datetime(2026, 11, 22, tzinfo=UTC)) == datetime(2026, 11, 8, tzinfo=UTC)
     assert settings.archive_dir == Path("/srv/archive")
+
+
+def test_worker_check_as_a_liveness_probe_does_not_fail_for_a_redis_outage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Redis outage must not restart every worker pod: rq reconnects by itself."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nothing = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"  # nothing listens there
+    monkeypatch.setenv("REDIS_URL", nothing)
+    assert archive_main(["worker-check"]) == 1
+    assert "unhealthy: Redis at" in capsys.readouterr().out
+    assert archive_main(["worker-check", "--liveness"]) == 0
+    assert "not a reason to restart" in capsys.readouterr().out

@@ -110,8 +110,10 @@ def test_listener_probes_use_its_health_check_and_keda_watches_its_group() -> No
     port = next(p for p in container["ports"] if p["name"] == "metrics")
     assert int(env["LISTENER_METRICS_PORT"]) == port["containerPort"]
     assert env["LISTENER_METRICS_HOST"] == "0.0.0.0"  # reachable by the kubelet's probes
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # Liveness never asks Redis (tests/unit/test_redis_outage.py: /livez stays 200 through an
+    # outage); readiness does.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     scaled = find("ScaledObject", "onboarding-listener")
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     trigger = scaled["spec"]["triggers"][0]
@@ -123,6 +125,17 @@ def test_listener_probes_use_its_health_check_and_keda_watches_its_group() -> No
     pdb = find("PodDisruptionBudget", "onboarding-listener")
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert pdb["spec"]["minAvailable"] < scaled["spec"]["minReplicaCount"] + 1
+
+
+def test_no_liveness_probe_fails_because_redis_is_down() -> None:
+    """A Redis outage must not restart every pod: the listener's and SLA service's /livez
+    ignore Redis (tests/unit/test_redis_outage.py), the rq worker's check takes --liveness
+    (tests/archiver/test_operations.py)."""
+    sla = find("Deployment", "onboarding-sla")["spec"]["template"]["spec"]["containers"][0]
+    assert sla["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert sla["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    worker = find("Deployment", "onboarding-rq-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert worker["livenessProbe"]["exec"]["command"] == ["onboarding-archive", "worker-check", "--liveness"]
 
 
 def test_redis_persists_with_aof_and_has_a_replica() -> None:
