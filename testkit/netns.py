@@ -213,6 +213,7 @@ class Network:
         if len(addresses) < len(hosts):
             raise NetnsError(f"subnet {subnet} has room for {len(addresses)} hosts, not {len(hosts)}")
         self.id = f"{PREFIX}-{os.getpid()}-{next(_sequence)}"
+        self.subnet = str(net)
         self.prefixlen = net.prefixlen
         self.switch = f"{self.id}-switch"
         self.hosts: dict[str, Host] = {
@@ -354,6 +355,19 @@ class Network:
         worker = threading.Thread(target=run, name=name or f"netns-{host}", daemon=True)
         worker.start()
         return worker
+
+    def sysctl(self, host: str, key: str, value: str | int) -> None:
+        """Set a per-namespace network sysctl inside `host` (e.g. net.ipv4.tcp_rto_max_ms):
+        written by a thread inside the host, so the host's own copy changes, not the machine's."""
+        path = Path("/proc/sys", *key.split("."))
+
+        def write() -> None:
+            path.write_text(f"{value}\n")
+
+        try:
+            self.call(host, write)
+        except OSError as err:
+            raise NetnsError(f"setting {key}={value} on {host} failed: {err}") from err
 
     def connects(self, src: str, ip: str, port: int, timeout_s: float = 1.0) -> bool:
         """Whether a TCP connection from `src` to ip:port is accepted within `timeout_s`."""

@@ -126,6 +126,17 @@ def test_hosts_are_isolated_from_the_machine(net: Network) -> None:
     server.close()
 
 
+def test_sysctl_changes_the_hosts_own_copy_only(net: Network) -> None:
+    key = Path("/proc/sys/net/ipv4/tcp_rto_max_ms")
+    if not key.exists():
+        pytest.skip("this kernel has no net.ipv4.tcp_rto_max_ms")
+    machine = key.read_text()
+    net.sysctl("a", "net.ipv4.tcp_rto_max_ms", 5000)
+    assert net.call("a", key.read_text).strip() == "5000"
+    assert net.call("b", key.read_text) == machine
+    assert key.read_text() == machine
+
+
 def test_teardown_deletes_every_namespace_and_process_also_on_failure(tmp_path: Path) -> None:
     sleeper = None
     with pytest.raises(RuntimeError), network(["x", "y"]) as net:
