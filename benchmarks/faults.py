@@ -1,0 +1,304 @@
+"""The fault matrix: kill -9 each part of the local stack in turn, under steady load.
+
+    python benchmarks/faults.py [--metadata sqlite|postgres] [--rate 1.5] [--fault-seconds 30]
+                                [--cells listener-1,realtime-scheduler,...] [--out faults.json]
+                                [--plot docs/img/faults-sqlite.svg]
+    python benchmarks/faults.py --render faults.json --plot docs/img/faults-sqlite.svg
+
+Starts the whole local stack (`onboarding-stack up`: both Airflow instances, the listeners,
+rq worker and cron, the archive's metrics, the SLA service, under the supervisor) with a home,
+ports and Redis of its own (the supervisor's own `redis-server`, AOF on), and with
+`--metadata postgres` a private PostgreSQL cluster (initdb in a temporary directory, its own
+port) so the `postgres` cell can restart it. Then it publishes signups at --rate per second
+for the whole run and, one cell at a time, kills a component (testkit/faults.py):
+
+  listener-N, realtime-{api-server,scheduler,dag-processor}, batch-{...}  kill -9 its process
+  rq-worker (archive run)   kill -9 the worker and its work horse while an archive job moves
+                            old runs (seeded at the start); then check every old run is in
+                            the database or the archive, and that the next run archives each once
+  rq-cron, archive-metrics, sla                                           kill -9
+  redis                     kill -9 the stack's redis-server (AOF, appendfsync everysec)
+  postgres (restart)        pg_ctl restart -m immediate of the private cluster (postgres only)
+
+Per cell: signups lost (published, neither decided nor dead-lettered), duplicate DAG runs and
+duplicate decisions (per event id), seconds until every part is healthy again (every
+service up and answering its health check, `onboarding-stack status` exit 0) and the worst
+signup -> decision latency among the signups published from --pre-seconds before the fault
+to the end of its window. Prints progress on stderr, then the table and the command; writes
+the results as JSON (--out) and a plot (--plot). The stack is stopped at the end, also on
+failure or SIGTERM, and anything of it still running after `down` is reported and killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
+
+from testkit.faults import (  # noqa: E402
+    FaultMatrix,
+    FaultStack,
+    MatrixSettings,
+    PrivateCluster,
+    figures,
+    log,
+    seed_old_runs,
+    select_cells,
+    stack_env,
+    summarize,
+)
+from testkit.model import train_baseline  # noqa: E402
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    cells = select_cells(args.cells, args.listeners, postgres=args.metadata == "postgres")
+    base = Path(tempfile.mkdtemp(prefix="onboarding-faults-"))
+    report: dict[str, Any] = {
+        "command": command,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
+        "metadata": args.metadata,
+        "rate": args.rate,
+        "fault_seconds": args.fault_seconds,
+        "cells": [c.name for c in cells],
+    }
+    cluster = None
+    stack = None
+    try:
+        log(f"training the baseline model in {base / 'models'}")
+        model_dir = train_baseline(base / "models")
+        metadata = "sqlite"
+        if args.metadata == "postgres":
+            cluster = PrivateCluster(base / "pg")
+            log(f"starting a private PostgreSQL cluster on port {cluster.port}")
+            cluster.start()
+            metadata = cluster.url()
+        env = stack_env(
+            base / "home",
+            model_dir,
+            metadata,
+            args.listeners,
+            # The archive cell kills a run holding the run lock; the next one waits for it to expire.
+            ARCHIVE_LOCK_TTL_S="30",
+            ARCHIVE_BATCH_SIZE=str(args.archive_batch_size),
+        )
+        stack = FaultStack(env)
+        stack.cluster = cluster
+        log(f"onboarding-stack up (home {stack.home}, Redis {stack.streams.redis_url}, {args.metadata} metadata)")
+        started = time.monotonic()
+        stack.up()
+        report["up_s"] = round(time.monotonic() - started, 1)
+        log(f"the stack is up after {report['up_s']} s")
+        matrix = FaultMatrix(
+            stack,
+            MatrixSettings(
+                rate=args.rate,
+                fault_s=args.fault_seconds,
+                pre_s=args.pre_seconds,
+                recovery_timeout_s=args.recovery_timeout,
+                drain_timeout_s=args.drain_timeout,
+            ),
+        )
+        if any(c.kind == "archive" for c in cells):
+            log(f"seeding {args.archive_runs} finished onboarding runs from 8 days ago for the archive cell")
+            matrix.seeded = seed_old_runs(stack, args.archive_runs)
+        matrix.warm_up(args.warmup)
+        for i, cell in enumerate(cells, start=1):
+            matrix.run_cell(cell, i, len(cells))
+        tally = matrix.finish()
+        rows = summarize(matrix, tally)
+        rows.insert(0, _warmup_row(matrix, tally))
+        report["rows"] = rows
+        report["publish_errors"] = matrix.load.publish_errors
+        report["started_at"] = matrix.started_at
+        matrix.probe.close()
+    finally:
+        if stack is not None:
+            log("onboarding-stack down")
+            left = stack.down()
+            report["left_after_down"] = left
+            if left:
+                log(f"LEFT RUNNING after down (now killed): {left}")
+        if cluster is not None:
+            cluster.stop()
+        if args.keep_home:
+            log(f"home kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return report
+
+
+def _warmup_row(matrix: FaultMatrix, tally: Any) -> dict[str, Any]:
+    return figures("warm-up", matrix.load.of("warm-up"), tally)
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def _value(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    out = [
+        f"Command: `{report['command']}`  ",
+        f"{report['metadata']} metadata, {report['rate']} signups/s, fault window {report['fault_seconds']} s; "
+        f"{report['host']}; {report['when']}",
+        "",
+        "| cell | signups | lost | duplicate runs | duplicate decisions | healthy again after | worst latency"
+        " | median latency | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        recovery = "-"
+        if "recovery_s" in row:
+            recovery = (
+                f"{row['recovery_s']} s"
+                if row["recovery_s"] is not None
+                else f"not within the time-out ({'; '.join(row['unhealthy_at_end'])})"
+            )
+        out.append(
+            f"| {row['cell']} | {row['published']} | {row['lost']} | {row['duplicate_runs']}"
+            f" | {row['duplicate_decisions']} | {recovery} | {_value(row['worst_latency_s'], ' s')}"
+            f" | {_value(row['p50_latency_s'], ' s')} | {_notes(row)} |"
+        )
+    left = report.get("left_after_down")
+    out += ["", f"Processes of the stack left running after `down`: {len(left) if left is not None else '?'}"]
+    return "\n".join(out)
+
+
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    if row.get("dead_lettered"):
+        notes.append(f"{row['dead_lettered']} dead-lettered")
+    if row.get("failed_pipeline_reviews"):
+        notes.append(f"{row['failed_pipeline_reviews']} decided `review` after a pipeline failure")
+    archive = row.get("archive") or {}
+    if "after_kill" in archive:
+        k, n = archive["after_kill"], archive.get("after_next_run", {})
+        notes.append(
+            f"archive: {k['seeded']} old runs; after the kill {k['in_db']} in the DB, {k['in_archive']} archived,"
+            f" {k['lost']} lost; after the next run {n.get('in_archive')} archived, {n.get('in_db')} in the DB,"
+            f" {n.get('lost')} lost, {n.get('archived_twice')} archived twice"
+        )
+    if row.get("status_exit") not in (None, 0):
+        notes.append(f"status exit {row['status_exit']}")
+    if row.get("note"):
+        notes.append(row["note"])
+    return "; ".join(notes)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    cells = [r for r in rows if "recovery_s" in r]
+    t0 = report["started_at"]
+    fig, (timeline, bars) = plt.subplots(
+        2, 1, figsize=(12, 4 + 0.35 * len(cells) + 3), gridspec_kw={"height_ratios": [3, max(2, 0.35 * len(cells))]}
+    )
+    for row in rows:
+        points = row.get("latencies") or []
+        if points:
+            xs = [(p - t0) / 60 for p, _ in points]
+            color = "tab:gray" if "recovery_s" not in row else "tab:blue"
+            timeline.scatter(xs, [lat for _, lat in points], s=6, color=color, alpha=0.7)
+    ymax = max((lat for r in rows for _, lat in r.get("latencies") or []), default=1)
+    for row in cells:
+        x = (row["fault_at"] - t0) / 60
+        timeline.axvline(x, color="tab:red", alpha=0.5, linewidth=0.8)
+        timeline.text(x, ymax, f" {row['cell']}", rotation=90, va="top", ha="left", fontsize=7, color="tab:red")
+    timeline.set_yscale("log")
+    timeline.set_xlabel("minutes since the load started")
+    timeline.set_ylabel("signup -> decision published (s)")
+    timeline.set_title("Latency of every signup; red lines: a fault (kill -9 unless noted)")
+    timeline.grid(True, which="both", alpha=0.3)
+
+    names = [r["cell"] for r in cells][::-1]
+    recovery = [r["recovery_s"] or 0 for r in cells][::-1]
+    worst = [r["worst_latency_s"] or 0 for r in cells][::-1]
+    ys = range(len(names))
+    bars.barh(
+        [y + 0.2 for y in ys], recovery, height=0.4, color="tab:orange", label="seconds until every part is healthy"
+    )
+    bars.barh([y - 0.2 for y in ys], worst, height=0.4, color="tab:blue", label="worst signup -> decision latency (s)")
+    for y, r in zip(ys, cells[::-1], strict=True):
+        mark = f"lost {r['lost']}, dup runs {r['duplicate_runs']}, dup decisions {r['duplicate_decisions']}"
+        if r["recovery_s"] is None:
+            mark += "; NOT healthy again within the time-out"
+        bars.text(max(recovery[y], worst[y]), y, f"  {mark}", va="center", fontsize=7)
+    bars.set_yticks(list(ys), names, fontsize=8)
+    bars.set_xlabel("seconds")
+    bars.legend(loc="lower right", fontsize=8)
+    bars.grid(True, axis="x", alpha=0.3)
+    right = max([*recovery, *worst, 1])
+    bars.set_xlim(0, right * 1.6)
+    fig.suptitle(
+        f"Fault matrix: {report['metadata']} metadata, {report['rate']} signups/s, "
+        f"{report['fault_seconds']} s per fault (one run, one machine)"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--rate", type=float, default=1.5, help="signups per second, for the whole run")
+    parser.add_argument("--cells", help="comma-separated cells (default: all); names as in the table, or `archive`")
+    parser.add_argument("--fault-seconds", type=float, default=30.0, help="the fault window: load on after the fault")
+    parser.add_argument("--pre-seconds", type=float, default=5.0, help="signups this long before a fault count in it")
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds of load before the first cell")
+    parser.add_argument("--recovery-timeout", type=float, default=240.0, help="give up waiting for health after this")
+    parser.add_argument("--drain-timeout", type=float, default=240.0, help="give up waiting for a cell's decisions")
+    parser.add_argument("--listeners", type=int, default=2)
+    parser.add_argument("--archive-runs", type=int, default=1000, help="old runs seeded for the archive cell")
+    parser.add_argument("--archive-batch-size", type=int, default=100, help="ARCHIVE_BATCH_SIZE of the stack")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--plot", type=Path, help="draw the plot here (.svg or .png)")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only print an earlier run's table (and --plot)")
+    parser.add_argument("--keep-home", action="store_true", help="keep the stack's home (logs) afterwards")
+    args = parser.parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the stack goes down
+        command = "python benchmarks/faults.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        report = run(args, command.strip())
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot(report, args.plot)
+    print(markdown(report))
+    if args.out and not args.render:
+        print(f"\nwrote {args.out}")
+    failed = [r["cell"] for r in report["rows"] if r["lost"] or r["duplicate_runs"] or r["duplicate_decisions"]]
+    unhealthy = [r["cell"] for r in report["rows"] if "recovery_s" in r and r["recovery_s"] is None]
+    if failed or unhealthy or report.get("left_after_down"):
+        print(f"\nTargets missed: lost or duplicated in {failed}; not healthy again in {unhealthy}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
