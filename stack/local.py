@@ -274,9 +274,10 @@ class Stack:
         # A supervisor that was killed leaves its services running: end each whole tree its
         # pid file records (pid, process group, start time, tag), in the reverse start order.
         state = read_state(self.run_dir) or {}
-        for name in reversed(list(state.get("services", {}))):
+        for name, service in reversed(list(state.get("services", {}).items())):
             process = ManagedProcess(name, [], {}, self.run_dir, self.log_dir)
-            if process.stop(timeout_s=30):
+            seen = [(int(pid), start) for pid, start in service.get("seen") or []]
+            if process.stop(timeout_s=30, seen=seen):
                 step(f"stopped {name} (left behind by a supervisor that had died)")
         self._end_leftovers("left without a pid file")
 

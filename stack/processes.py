@@ -1,16 +1,22 @@
 """Background processes with pid files and log files: start, check, stop whole process trees.
 
-Every process started here runs in its own session (so its process group is its pid) and
-carries a tag in its environment, `ONBOARDING_PROCESS_TAG=<stack id>/<name>/<nonce>`,
-which every descendant inherits: the uvicorn workers of an api-server, the LocalExecutor
-workers of a scheduler and the task processes they fork. The pid file records the
-leader's pid, process group, start time (clock ticks since boot, /proc/<pid>/stat) and
-tag, so that
+Every process started here runs in its own session (its session and process group ids
+are its pid) and carries a tag in its environment,
+`ONBOARDING_PROCESS_TAG=<stack id>/<name>/<nonce>`. What belongs to a service's tree is
+found three ways, because each alone misses something:
 
-- a leader's pid that the kernel has since given to another process is never signalled
-  (its start time differs), and
-- what is left of a tree whose leader died (kill -9, a crash) can still be found by its
-  tag and ended, even after the parent that started it died too.
+- its session: the uvicorn workers of an api-server and the LocalExecutor workers of a
+  scheduler stay in the leader's session, also after the leader died (the kernel never
+  hands out a pid still in use as a session id, so the id cannot be someone else's);
+- its tag: inherited by every descendant, also one that started a session of its own;
+  but a process that sets its title (setproctitle, as Airflow's and rq's do) overwrites
+  the memory /proc/<pid>/environ shows, so it cannot be found by its tag;
+- the supervisor's snapshot of each leader's descendants (pid and start time), taken
+  every loop, for what left the session and set its title.
+
+The pid file records the leader's pid, process group, start time (clock ticks since boot,
+/proc/<pid>/stat) and tag, so a leader's pid that the kernel has since given to another
+process is never signalled: its start time differs.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -45,12 +51,16 @@ class ProcessRecord:
             return False
         return self.start is None or start_time(self.pid) in (self.start, None)
 
-    def members(self) -> list[int]:
-        """Every live process of the tree: the leader (if it is still the same process)
-        and every process carrying the tag, wherever it was re-parented."""
+    def members(self, seen: Iterable[tuple[int, int | None]] = ()) -> list[int]:
+        """Every live process of the tree: the leader (if it is still the same process),
+        its session, every process carrying the tag, and those of `seen` (pid, start time)
+        that still run as the same process."""
         found = set(tagged(self.tag))
-        if self.leader_alive():
-            found.add(self.pid)
+        reused = _alive(self.pid) and self.start is not None and start_time(self.pid) not in (self.start, None)
+        if not reused:  # else the session id is another process's now
+            found.update(pid for pid, stat in _stats().items() if stat.session == self.pgid and stat.state != "Z")
+        found.update(pid for pid, start in seen if start is not None and start_time(pid) == start and _alive(pid))
+        found.discard(os.getpid())
         return sorted(found)
 
     @classmethod
@@ -84,17 +94,59 @@ def new_tag(run_dir: Path, name: str) -> str:
     return f"{stack_id(run_dir)}/{name}/{uuid.uuid4().hex[:12]}"
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (after the parenthesised command, which may hold spaces)."""
+@dataclass(frozen=True)
+class Stat:
+    """The fields of /proc/<pid>/stat this module reads."""
+
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    start: int
+
+
+def _stat(pid: int) -> Stat | None:
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
+        raw = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    try:
-        return int(fields[19])  # fields[0] is field 3 (state)
+    fields = raw.rsplit(")", 1)[-1].split()  # after the command, which may hold spaces
+    try:  # fields[0] is field 3 (state); field 22 is the start time
+        return Stat(fields[0], int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
     except (IndexError, ValueError):
         return None
+
+
+def _stats() -> dict[int, Stat]:
+    found = {}
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is not None:
+            found[pid] = stat
+    return found
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: clock ticks from boot to the process's start."""
+    stat = _stat(pid)
+    return stat.start if stat is not None else None
+
+
+def descendants(roots: Iterable[int]) -> dict[int, list[tuple[int, int]]]:
+    """For each root pid, its live descendants as (pid, start time), from one pass over /proc."""
+    stats = _stats()
+    children: dict[int, list[int]] = {}
+    for pid, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(pid)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for root in roots:
+        found, todo = [], list(children.get(root, []))
+        while todo:
+            pid = todo.pop()
+            found.append((pid, stats[pid].start))
+            todo.extend(children.get(pid, []))
+        out[root] = found
+    return out
 
 
 def _environ_tag(pid: int) -> str | None:
@@ -156,9 +208,9 @@ def end_processes(pids: list[int], timeout_s: float, leader: ProcessRecord | Non
     return stubborn
 
 
-def end_tree(record: ProcessRecord, timeout_s: float) -> list[int]:
+def end_tree(record: ProcessRecord, timeout_s: float, seen: Iterable[tuple[int, int | None]] = ()) -> list[int]:
     """End a whole tree: SIGTERM, wait, SIGKILL; returns the pids that needed SIGKILL."""
-    members = record.members()
+    members = record.members(seen)
     if not members:
         return []
     return end_processes(members, timeout_s, record)
@@ -200,20 +252,22 @@ class ManagedProcess:
         proc = spawn(self.argv, self.env, self.cwd, self.log_file, self.pid_file, new_tag(self.run_dir, self.name))
         return proc.pid
 
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        """End the whole tree (SIGTERM, wait, SIGKILL), leader first. Returns True if any
-        of it had been running."""
+    def stop(self, timeout_s: float = 30.0, seen: Iterable[tuple[int, int | None]] = ()) -> bool:
+        """End the whole tree (SIGTERM, wait, SIGKILL), leader first; `seen`: descendants
+        (pid, start time) known from elsewhere (the supervisor's state). Returns True if
+        any of it had been running."""
         record = self.record()
         if record is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        ran = bool(record.members())
+        seen = list(seen)
+        ran = bool(record.members(seen))
         if record.leader_alive():
             _signal_group(record.pgid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline and record.leader_alive():
                 time.sleep(0.1)
-        end_tree(record, timeout_s=min(timeout_s, 10.0))
+        end_tree(record, timeout_s=min(timeout_s, 10.0), seen=seen)
         self.pid_file.unlink(missing_ok=True)
         return ran
 
@@ -237,11 +291,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie (exited, not yet reaped by its new parent) is not running
-        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
+    stat = _stat(pid)  # a zombie (exited, not yet reaped by its new parent) is not running
+    return stat is None or stat.state != "Z"
 
 
 def spawn(

@@ -32,7 +32,16 @@ import httpx
 import redis
 
 from onboarding.logs import configure_logging
-from stack.processes import ProcessRecord, end_processes, end_tree, new_tag, signal_all, spawn
+from stack.processes import (
+    ProcessRecord,
+    descendants,
+    end_processes,
+    end_tree,
+    new_tag,
+    signal_all,
+    spawn,
+    start_time,
+)
 
 logger = logging.getLogger("stack.supervisor")
 
@@ -115,6 +124,7 @@ class _Child:
     state: str = "pending"  # pending, starting, up, reaping, backoff, failed, stopped
     record: ProcessRecord | None = None
     reap_deadline: float = 0.0
+    seen: dict[int, int] = field(default_factory=dict)  # descendants seen: pid -> start time
     started_at: float = 0.0
     restarts: int = 0
     backoff_s: float = BACKOFF_INITIAL_S
@@ -140,6 +150,7 @@ class Supervisor:
             service.argv, service.env, service.cwd, log_file, pid_file, new_tag(self.plan.run_dir, service.name)
         )
         child.record = ProcessRecord.read(pid_file)
+        child.seen = {}
         child.started_at = time.monotonic()
         child.state = "starting"
         logger.info("started %s (pid %s)", service.name, child.proc.pid)
@@ -156,7 +167,9 @@ class Supervisor:
                 proc.wait()
             logger.info("stopped %s", child.service.name)
         if record is not None:  # what the leader left behind: workers, task processes
-            leftover = end_tree(record, timeout_s=min(child.service.stop_timeout_s, REAP_GRACE_S))
+            leftover = end_tree(
+                record, timeout_s=min(child.service.stop_timeout_s, REAP_GRACE_S), seen=child.seen.items()
+            )
             if leftover:
                 logger.warning("%s: SIGKILLed %d process(es) left after it stopped", child.service.name, len(leftover))
         (self.plan.run_dir / f"{child.service.name}.pid").unlink(missing_ok=True)
@@ -187,6 +200,7 @@ class Supervisor:
                     "pgid": c.record.pgid if c.record else None,
                     "start": c.record.start if c.record else None,
                     "tag": c.record.tag if c.record else None,
+                    "seen": sorted(c.seen.items()),
                     "restarts": c.restarts,
                     "last_exit": c.last_exit,
                     "health": c.service.health,
@@ -233,7 +247,7 @@ class Supervisor:
                 child.last_exit = child.proc.returncode if child.proc else None
                 if now - child.started_at > STABLE_AFTER_S:
                     child.backoff_s = BACKOFF_INITIAL_S
-                leftover = child.record.members() if child.record else []
+                leftover = child.record.members(child.seen.items()) if child.record else []
                 logger.warning(
                     "%s exited (code %s); %d process(es) of it left",
                     child.service.name,
@@ -244,7 +258,7 @@ class Supervisor:
                 child.state = "reaping"
                 child.reap_deadline = now + min(child.service.stop_timeout_s, REAP_GRACE_S)
             if child.state == "reaping":
-                leftover = child.record.members() if child.record else []
+                leftover = child.record.members(child.seen.items()) if child.record else []
                 if leftover and now < child.reap_deadline:
                     continue
                 if leftover:
@@ -260,6 +274,15 @@ class Supervisor:
             elif child.state == "starting" and self._ready(child):
                 child.state = "up"
                 logger.info("%s is up again (restart %d)", child.service.name, child.restarts)
+
+    def snapshot_trees(self) -> None:
+        """Remember each running leader's descendants (pid, start time): what left the
+        leader's session and set its process title can still be found after a crash."""
+        running = {c.proc.pid: c for c in self.children if c.proc is not None and self._running(c)}
+        for pid, found in descendants(running).items():
+            child = running[pid]
+            child.seen = {p: s for p, s in child.seen.items() if start_time(p) == s}
+            child.seen.update(found)
 
     def rotate_logs(self) -> None:
         """Copy-and-truncate each log larger than the cap (the children write with
@@ -285,6 +308,7 @@ class Supervisor:
             self.write_state("running")
             while not self.stopping:
                 self.watch_once()
+                self.snapshot_trees()
                 self.write_state("running")
                 self.rotate_logs()
                 time.sleep(0.5)

@@ -28,17 +28,21 @@ SLEEPER = [PY, "-c", "import time\nwhile True: time.sleep(0.1)"]
 
 
 def tree_server(port: int, docroot: Path) -> list[str]:
-    """Like `airflow api-server`: a leader whose worker process binds the port, plus a
-    process that left the group (setsid), as a task process may. The leader exits when
+    """Like `airflow api-server` or `airflow scheduler`: a leader whose worker process binds
+    the port, plus a process that left the session (setsid), as a task process may. Both
+    set their process title, as Airflow's and rq's processes do, which overwrites what
+    /proc/<pid>/environ shows (so neither can be found by its tag). The leader exits when
     its worker does (a worker that cannot bind exits at once)."""
+    retitle = "import setproctitle\nsetproctitle.setproctitle('airflow worker -- LocalExecutor: <idle> ' * 4)\n"
     worker = (
-        "import functools, http.server\n"
+        f"{retitle}import functools, http.server\n"
         f"handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={str(docroot)!r})\n"
         f"http.server.ThreadingHTTPServer(('127.0.0.1', {port}), handler).serve_forever()\n"
     )
+    escaped = f"{retitle}import time\nwhile True: time.sleep(0.1)\n"
     leader = (
         "import subprocess, sys\n"
-        f"subprocess.Popen({SLEEPER!r}, start_new_session=True)\n"
+        f"subprocess.Popen([sys.executable, '-c', {escaped!r}], start_new_session=True)\n"
         f"worker = subprocess.Popen([sys.executable, '-c', {worker!r}])\n"
         "sys.exit(worker.wait() or 1)\n"
     )
@@ -93,8 +97,9 @@ def test_a_killed_leader_whose_worker_holds_the_port_comes_back(stack: Stack, tm
     state = start(stack, [Service("api", tree_server(port, tmp_path), dict(os.environ), health=f"http:{url}")])
     record = ProcessRecord.read(stack.run_dir / "api.pid")
     assert record is not None and record.pgid == record.pid and record.start is not None
-    tree = record.members()
-    assert len(tree) == 3  # leader, worker, the one that left the group: all carry the tag
+    wait_for(lambda: len(read_state(stack.run_dir)["services"]["api"]["seen"]) == 2, "a snapshot of the tree")
+    tree = [record.pid] + [pid for pid, _start in read_state(stack.run_dir)["services"]["api"]["seen"]]
+    assert tagged(record.tag) == [record.pid]  # the others set their titles: no tag to read
 
     os.kill(state["services"]["api"]["pid"], signal.SIGKILL)
 
@@ -120,7 +125,12 @@ def test_down_ends_what_a_killed_supervisor_left_and_spares_a_reused_pid(stack: 
             Service("worker", SLEEPER, dict(os.environ), alive_s=0.3),
         ],
     )
-    ours = tagged(stack_id(stack.run_dir))
+    state = wait_for(
+        lambda: (s := read_state(stack.run_dir)) and len(s["services"]["api"]["seen"]) == 2 and s, "a snapshot"
+    )
+    ours = [stack.supervisor.pid()] + [
+        pid for service in state["services"].values() for pid in [service["pid"], *(p for p, _ in service["seen"])]
+    ]
     assert len(ours) == 5  # supervisor, api leader + worker + escaped process, worker
     os.kill(stack.supervisor.pid(), signal.SIGKILL)
 
