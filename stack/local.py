@@ -208,7 +208,7 @@ class Stack:
             step(f"already up (supervisor pid {self.supervisor.pid()}); see `status`")
             return
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        self._end_leftovers("left by an earlier run whose supervisor died")
+        self._end_orphans("left by an earlier run whose supervisor died")
         start_redis = not self.redis_answers()
         if start_redis:
             if shutil.which("redis-server") is None:
@@ -271,22 +271,21 @@ class Stack:
     def down(self) -> None:
         if self.supervisor.stop(timeout_s=300):
             step("stopped every service (reverse start order) and the supervisor")
-        # A supervisor that was killed leaves its services running: end each whole tree its
-        # pid file records (pid, process group, start time, tag), in the reverse start order.
+        self._end_orphans("left behind by a supervisor that had died")
+
+    def _end_orphans(self, why: str) -> None:
+        """What a killed supervisor left running: each whole tree its pid files record (pid,
+        process group, start time, tag) and its last snapshot of each tree names, in the
+        reverse start order; then every process still tagged as this stack's."""
         state = read_state(self.run_dir) or {}
         for name, service in reversed(list(state.get("services", {}).items())):
             process = ManagedProcess(name, [], {}, self.run_dir, self.log_dir)
             seen = [(int(pid), start) for pid, start in service.get("seen") or []]
             if process.stop(timeout_s=30, seen=seen):
-                step(f"stopped {name} (left behind by a supervisor that had died)")
-        self._end_leftovers("left without a pid file")
-
-    def _end_leftovers(self, why: str) -> None:
-        """End every process tagged as this stack's (stack.processes): what an earlier run
-        left behind, whatever happened to its pid files."""
+                step(f"stopped {name} ({why})")
         leftover = tagged(stack_id(self.run_dir))
         if leftover:
-            step(f"ending {len(leftover)} process(es) of this stack {why}")
+            step(f"ending {len(leftover)} more process(es) of this stack ({why})")
             end_processes(leftover, timeout_s=10)
 
     def status(self) -> dict[str, str]:
