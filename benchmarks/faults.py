@@ -32,15 +32,19 @@ failure or SIGTERM, and anything of it still running after `down` is reported an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,19 +53,226 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # testkit runs from the checkout: it is not installed
 
+from archiver.settings import ArchiveSettings  # noqa: E402
+from archiver.store import ArchiveStore  # noqa: E402
 from testkit.faults import (  # noqa: E402
+    CellRun,
+    Fault,
     FaultMatrix,
     FaultStack,
     MatrixSettings,
-    PrivateCluster,
     figures,
     log,
-    seed_old_runs,
+    retry,
     select_cells,
     stack_env,
     summarize,
 )
 from testkit.model import train_baseline  # noqa: E402
+from testkit.services import free_port  # noqa: E402
+
+# -- the cells that are more than a kill -9 ---------------------------------------------------
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+ARCHIVED_PREFIX = "fault-archived"
+
+
+class PrivateCluster:
+    """A throwaway PostgreSQL cluster (initdb into a temporary directory, its own port, trust
+    auth), so the `postgres` cell can restart the server without touching the machine's."""
+
+    def __init__(self, port: int | None = None) -> None:
+        # A directory of its own, not under the caller's (a private temporary directory the
+        # postgres user could not enter); `stop` removes it.
+        self.base = Path(tempfile.mkdtemp(prefix="onboarding-faults-pg-"))
+        self.data_dir = self.base / "data"
+        self.log_file = self.base / "postgres.log"
+        self.port = port or free_port()
+
+    def url(self, database: str = "onboarding_realtime") -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str) -> None:
+        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
+        result = subprocess.run([*as_postgres, *argv], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
+
+    def _pg_ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, *args)
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+            os.chown(self.base, user.pw_uid, user.pw_gid)
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self._pg_ctl("-w", "start")
+
+    def restart(self) -> None:
+        """Immediate mode: every backend is gone at once and the server recovers from its
+        WAL, as after a crash."""
+        self._pg_ctl("-w", "-m", "immediate", "restart")
+
+    def stop(self) -> None:
+        """Stop the server and remove the cluster."""
+        if (self.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                self._pg_ctl("-w", "-m", "fast", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def answers(self) -> bool:
+        import psycopg2
+
+        try:
+            psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", connect_timeout=2).close()
+        except psycopg2.Error:
+            return False
+        return True
+
+
+class PostgresRestart(Fault):
+    def __init__(self, cluster: PrivateCluster) -> None:
+        self.cluster = cluster
+
+    def inject(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        log(f"{tag} pg_ctl restart -m immediate (the private cluster)")
+        self.cluster.restart()
+
+    def problem(self) -> str | None:
+        return None if self.cluster.answers() else "postgres: does not answer"
+
+
+class ArchiveRunKill(Fault):
+    """kill -9 the rq worker and its work horse while an archive job moves old runs; then
+    every old run must be in the database or readable in the archive, and the next run must
+    finish the job, archiving each run exactly once."""
+
+    def __init__(self, stack: FaultStack) -> None:
+        self.stack = stack
+        self.seeded: list[str] = []
+        env = stack.service_env("rq-worker")
+        self.settings = ArchiveSettings.from_env(env)
+
+    def seed(self, count: int) -> None:
+        """`count` finished onboarding runs from 8 days ago (with their task instances, XComs,
+        log rows, ...) in the realtime metadata database: older than the archive's cut-off."""
+        code = (
+            "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
+            "from testkit.seed import seed_runs;"
+            "runs = seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
+            " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix=sys.argv[3]);"
+            "print('\\n'.join(r.run_id for r in runs))"
+        )
+        # In a process of its own, with the instance's Airflow settings (seed_runs imports Airflow's models).
+        result = subprocess.run(
+            [sys.executable, "-c", code, self.stack.realtime_db_url, str(count), ARCHIVED_PREFIX],
+            env={**self.stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
+        self.seeded = [line for line in result.stdout.split() if line.startswith(f"signup__{ARCHIVED_PREFIX}")]
+
+    def prepare(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        """Enqueue an archive job and wait until it moves batches."""
+        job = self._enqueue()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not self._batches():
+            if self._status(job) in ("finished", "failed"):
+                break
+            time.sleep(0.1)
+        run.details["job_status_at_kill"] = self._status(job)
+
+    def inject(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        # rq puts the work horse in a process group of its own (not a session): kill the
+        # worker's whole session, the worker and the horse that runs the job, as a node loss would.
+        run.killed_pid = self.stack.pid("rq-worker")
+        members = self.stack.session(run.killed_pid) if run.killed_pid else []
+        log(f"{tag} kill -9 the rq worker and its work horse {members}; archive batches {self._batches()}")
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        run.details["after_kill"] = retry(self.check, what="archive check")
+        log(f"{tag} old runs after the kill: {run.details['after_kill']}")
+
+    def after_window(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        """The next run finishes what the killed one left, once the killed run's lock expired."""
+        deadline = time.monotonic() + 1200
+        while retry(lambda: self.stack.redis.exists(self.settings.lock_name), what="lock"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        job = self._enqueue()
+        status = "queued"
+        while time.monotonic() < deadline:
+            status = self._status(job)
+            if status in ("finished", "failed", "stopped", "canceled"):
+                break
+            time.sleep(1)
+        run.details["next_job_status"] = status
+        run.details["after_next_run"] = retry(self.check, what="archive check")
+        log(f"{tag} the next archive run {status}; old runs: {run.details['after_next_run']}")
+
+    def _enqueue(self) -> str:
+        from rq import Queue
+
+        job = Queue(self.settings.queue, connection=self.stack.redis).enqueue(
+            "archiver.jobs.run_archive_job", job_timeout=3600
+        )
+        return job.id
+
+    def _status(self, job_id: str) -> str:
+        from rq.job import Job
+
+        try:
+            status = Job.fetch(job_id, connection=self.stack.redis).get_status()
+        except Exception as err:  # no such job, Redis down
+            return f"unknown ({type(err).__name__})"
+        return str(getattr(status, "value", status))
+
+    def _batches(self) -> list[str]:
+        """The states of the realtime instance's archive batches (its journal)."""
+        states = []
+        for path in sorted((self.settings.archive_dir / "realtime" / "_journal").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                states.append(json.loads(path.read_text()).get("state", "?"))
+        return states
+
+    def check(self) -> dict[str, int]:
+        """Where the old runs are: still in the database, in the archive (readable Parquet),
+        both (a batch copied, not yet deleted: the next run finishes it), neither (lost), and
+        how many the archive holds more than once."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.stack.realtime_db_url)
+        try:
+            with engine.connect() as conn:
+                query = sa.text("SELECT run_id FROM dag_run WHERE run_id LIKE :p")
+                in_db = {r[0] for r in conn.execute(query, {"p": f"signup__{ARCHIVED_PREFIX}%"})}
+        finally:
+            engine.dispose()
+        table = ArchiveStore(self.settings.archive_dir).read_table("realtime", "dag_run", columns=["run_id"])
+        archived = Counter(table.column("run_id").to_pylist()) if table is not None else Counter()
+        wanted = set(self.seeded)
+        in_archive = {r for r in archived if r in wanted}
+        return {
+            "seeded": len(wanted),
+            "in_db": len(wanted & in_db),
+            "in_archive": len(in_archive),
+            "in_both": len(wanted & in_db & in_archive),
+            "lost": len(wanted - in_db - in_archive),
+            "archived_twice": sum(1 for r in in_archive if archived[r] > 1),
+        }
+
+
+# -- the run ----------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -83,7 +294,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         model_dir = train_baseline(base / "models")
         metadata = "sqlite"
         if args.metadata == "postgres":
-            cluster = PrivateCluster(base / "pg")
+            cluster = PrivateCluster()
             log(f"starting a private PostgreSQL cluster on port {cluster.port}")
             cluster.start()
             metadata = cluster.url()
@@ -97,12 +308,19 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             ARCHIVE_BATCH_SIZE=str(args.archive_batch_size),
         )
         stack = FaultStack(env)
-        stack.cluster = cluster
         log(f"onboarding-stack up (home {stack.home}, Redis {stack.streams.redis_url}, {args.metadata} metadata)")
         started = time.monotonic()
         stack.up()
         report["up_s"] = round(time.monotonic() - started, 1)
         log(f"the stack is up after {report['up_s']} s")
+        faults: dict[str, Fault] = {}
+        if cluster is not None:
+            faults["postgres"] = PostgresRestart(cluster)
+        if any(c.kind == "archive" for c in cells):
+            archive = ArchiveRunKill(stack)
+            log(f"seeding {args.archive_runs} finished onboarding runs from 8 days ago for the archive cell")
+            archive.seed(args.archive_runs)
+            faults["archive"] = archive
         matrix = FaultMatrix(
             stack,
             MatrixSettings(
@@ -112,13 +330,15 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 recovery_timeout_s=args.recovery_timeout,
                 drain_timeout_s=args.drain_timeout,
             ),
+            faults,
         )
-        if any(c.kind == "archive" for c in cells):
-            log(f"seeding {args.archive_runs} finished onboarding runs from 8 days ago for the archive cell")
-            matrix.seeded = seed_old_runs(stack, args.archive_runs)
         matrix.warm_up(args.warmup)
-        for i, cell in enumerate(cells, start=1):
-            matrix.run_cell(cell, i, len(cells))
+        try:
+            for i, cell in enumerate(cells, start=1):
+                matrix.run_cell(cell, i, len(cells))
+        except Exception as err:  # report what was measured up to here, then fail
+            log(f"the matrix stopped: {traceback.format_exc()}")
+            report["error"] = f"{type(err).__name__}: {err}"
         tally = matrix.finish()
         rows = summarize(matrix, tally)
         rows.insert(0, _warmup_row(matrix, tally))
@@ -187,9 +407,9 @@ def _notes(row: dict[str, Any]) -> str:
         notes.append(f"{row['dead_lettered']} dead-lettered")
     if row.get("failed_pipeline_reviews"):
         notes.append(f"{row['failed_pipeline_reviews']} decided `review` after a pipeline failure")
-    archive = row.get("archive") or {}
-    if "after_kill" in archive:
-        k, n = archive["after_kill"], archive.get("after_next_run", {})
+    details = row.get("details") or {}
+    if "after_kill" in details:
+        k, n = details["after_kill"], details.get("after_next_run", {})
         notes.append(
             f"archive: {k['seeded']} old runs; after the kill {k['in_db']} in the DB, {k['in_archive']} archived,"
             f" {k['lost']} lost; after the next run {n.get('in_archive')} archived, {n.get('in_db')} in the DB,"
@@ -294,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.out}")
     failed = [r["cell"] for r in report["rows"] if r["lost"] or r["duplicate_runs"] or r["duplicate_decisions"]]
     unhealthy = [r["cell"] for r in report["rows"] if "recovery_s" in r and r["recovery_s"] is None]
-    if failed or unhealthy or report.get("left_after_down"):
+    if report.get("error"):
+        print(f"\nThe matrix stopped early: {report['error']}", file=sys.stderr)
+    if failed or unhealthy or report.get("left_after_down") or report.get("error"):
         print(f"\nTargets missed: lost or duplicated in {failed}; not healthy again in {unhealthy}", file=sys.stderr)
         return 1
     return 0

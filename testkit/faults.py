@@ -6,8 +6,8 @@ subset (`tests/e2e/test_fault_matrix.py`). What a cell does:
 1. wait until every part of the stack is healthy (`Probe`);
 2. label the signups the load publishes from now on with the cell's name, wait `pre_s`;
 3. inject the fault: kill -9 one service's process (its pid from the supervisor's
-   `state.json`), or the rq worker with its work horse in the middle of an archive run, or
-   an immediate restart of the private PostgreSQL cluster (`PrivateCluster`);
+   `state.json`), or what a `Fault` does for the other kinds of cell (the benchmark's
+   archive run and PostgreSQL restart);
 4. poll until every part is healthy again and `onboarding-stack status` exits 0: the
    recovery time;
 5. keep the load on until `fault_s` after the fault (or the recovery, if later), then
@@ -20,8 +20,8 @@ time and the worst signup -> decision latency (publish -> the decision's `publis
 
 The stack is `onboarding-stack up` in a subprocess with its own ONBOARDING_HOME, ports and
 Redis (a REDIS_URL where none answers, so the supervisor starts its own `redis-server` with
-AOF), exactly what an operator runs; `FaultStack.down` also ends what `down` left behind
-(any process whose environment names the stack's home).
+AOF), exactly what an operator runs; `FaultStack.down` also ends, and reports, what `down`
+left behind (`FaultStack.leftovers`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from risk.samples import new_signup
 from testkit.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PORT_SETTINGS = (
     "REALTIME_API_PORT",
     "REALTIME_SCHEDULER_HEALTH_PORT",
@@ -75,7 +74,6 @@ OWN_SETTINGS = (
     "ARCHIVE_REALTIME_DB_URL",
     "ARCHIVE_BATCH_DB_URL",
 )
-ARCHIVED_PREFIX = "fault-archived"
 
 
 def log(message: str) -> None:
@@ -138,67 +136,6 @@ def select_cells(names: str | None, listeners: int = 2, postgres: bool = False) 
     return [c for c in cells if c.name in chosen]
 
 
-# -- a private PostgreSQL cluster -------------------------------------------------------------
-
-
-class PrivateCluster:
-    """A throwaway PostgreSQL cluster (initdb into `data_dir`, own port, trust auth), so a
-    fault can restart the server without touching the machine's shared one."""
-
-    def __init__(self, base: Path, port: int | None = None) -> None:
-        self.base = base
-        self.data_dir = base / "data"
-        self.socket_dir = base / "socket"
-        self.log_file = base / "postgres.log"
-        self.port = port or free_port()
-
-    def url(self, database: str = "onboarding_realtime") -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
-
-    def _run(self, *argv: str, timeout_s: float = 120) -> None:
-        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        result = subprocess.run([*as_postgres, *argv], capture_output=True, text=True, timeout=timeout_s)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
-
-    def _pg_ctl(self, *args: str) -> None:
-        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options, *args)
-
-    def start(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            import pwd
-
-            user = pwd.getpwnam("postgres")
-            for path in (self.base, self.socket_dir):
-                os.chown(path, user.pw_uid, user.pw_gid)
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._run(str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._pg_ctl("-w", "start")
-
-    def restart(self) -> None:
-        """An immediate-mode restart: every backend is gone at once, the server recovers
-        from its WAL, as after a crash."""
-        self._pg_ctl("-w", "-m", "immediate", "restart")
-
-    def stop(self) -> None:
-        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            self._pg_ctl("-w", "-m", "fast", "stop")
-
-    def answers(self) -> bool:
-        import psycopg2
-
-        try:
-            psycopg2.connect(
-                host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=2
-            ).close()
-        except psycopg2.Error:
-            return False
-        return True
-
-
 # -- the stack --------------------------------------------------------------------------------
 
 
@@ -259,7 +196,6 @@ class FaultStack:
         self.run_dir = self.home / "run"
         self.streams = StreamSettings.from_env(env)
         self.redis = redis.Redis.from_url(self.streams.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        self.cluster: PrivateCluster | None = None
         self.leaders: dict[int, int | None] = {}  # every service leader seen: pid -> start time
 
     # the operator's commands
@@ -424,8 +360,9 @@ class Probe:
     a zombie), and its health check answers; an Airflow api-server's health also reports its
     metadata database and scheduler healthy; and `onboarding-stack status` exits 0."""
 
-    def __init__(self, stack: FaultStack) -> None:
+    def __init__(self, stack: FaultStack, checks: list[Callable[[], str | None]] | None = None) -> None:
         self.stack = stack
+        self.checks = checks or []
         self.services = {s["name"]: s["health"] for s in stack.plan()["services"]}
         # Generous: an api-server busy with a backlog on SQLite takes seconds to answer.
         self.http = httpx.Client(timeout=10)
@@ -445,8 +382,7 @@ class Probe:
                 problems.append(f"{name}: exited")
             elif not self._answers(health):
                 problems.append(f"{name}: health check fails")
-        if self.stack.cluster is not None and not self.stack.cluster.answers():
-            problems.append("postgres: does not answer")
+        problems += [p for check in self.checks if (p := check())]
         return problems
 
     def _answers(self, health: str) -> bool:
@@ -643,96 +579,6 @@ def retry(fn: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
             time.sleep(1)
 
 
-# -- the archive cell -------------------------------------------------------------------------
-
-
-def seed_old_runs(stack: FaultStack, count: int) -> list[str]:
-    """`count` finished onboarding runs from 8 days ago (with their task instances, XComs,
-    log rows, ...) in the realtime metadata database, for the archive to move; their run ids."""
-    code = (
-        "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
-        "from testkit.seed import seed_runs;"
-        "runs = seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
-        " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix=sys.argv[3]);"
-        "print('\\n'.join(r.run_id for r in runs))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, stack.realtime_db_url, str(count), ARCHIVED_PREFIX],
-        env={**stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
-    return [line for line in result.stdout.split() if line.startswith(f"signup__{ARCHIVED_PREFIX}")]
-
-
-def archive_dir(stack: FaultStack) -> Path:
-    return Path(stack.service_env("rq-worker").get("ARCHIVE_DIR", str(stack.home / "archive")))
-
-
-def enqueue_archive(stack: FaultStack) -> str:
-    from rq import Queue
-
-    from archiver.settings import ArchiveSettings
-
-    queue = ArchiveSettings.from_env(stack.service_env("rq-worker")).queue
-    job = Queue(queue, connection=stack.redis).enqueue("archiver.jobs.run_archive_job", job_timeout=3600)
-    return job.id
-
-
-def job_status(stack: FaultStack, job_id: str) -> str:
-    from rq.job import Job
-
-    try:
-        status = Job.fetch(job_id, connection=stack.redis).get_status()
-        return str(getattr(status, "value", status))
-    except Exception as err:  # no such job, Redis down
-        return f"unknown ({type(err).__name__})"
-
-
-def archive_batches(stack: FaultStack) -> list[str]:
-    """The states of the realtime instance's archive batches (its journal)."""
-    states = []
-    for path in sorted((archive_dir(stack) / "realtime" / "_journal").glob("*.json")):
-        with contextlib.suppress(OSError, ValueError):
-            states.append(json.loads(path.read_text()).get("state", "?"))
-    return states
-
-
-def archive_check(stack: FaultStack, run_ids: list[str]) -> dict[str, int]:
-    """Where the seeded runs are: still in the metadata database, in the archive (readable
-    Parquet), both (a batch copied but not yet deleted: the next run finishes it), neither
-    (lost), and how many run ids the archive holds more than once."""
-    import sqlalchemy as sa
-
-    from archiver.store import ArchiveStore
-
-    engine = sa.create_engine(stack.realtime_db_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT run_id FROM dag_run WHERE run_id LIKE :p"), {"p": f"%{ARCHIVED_PREFIX}%"}
-            )
-            in_db = {r[0] for r in rows}
-    finally:
-        engine.dispose()
-    table = ArchiveStore(archive_dir(stack)).read_table("realtime", "dag_run", columns=["run_id"])
-    archived = Counter(table.column("run_id").to_pylist()) if table is not None else Counter()
-    wanted = set(run_ids)
-    in_archive = {r for r in archived if r in wanted}
-    return {
-        "seeded": len(wanted),
-        "in_db": len(wanted & in_db),
-        "in_archive": len(in_archive),
-        "in_both": len(wanted & in_db & in_archive),
-        "lost": len(wanted - in_db - in_archive),
-        "archived_twice": sum(1 for r in in_archive if archived[r] > 1),
-    }
-
-
 # -- the matrix -------------------------------------------------------------------------------
 
 
@@ -748,8 +594,26 @@ class CellRun:
     status_exit: int | None = None
     unhealthy_at_end: list[str] = field(default_factory=list)
     restarted_pid: int | None = None
-    archive: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # what a special fault found
     note: str = ""
+
+
+class Fault:
+    """A fault other than kill -9 of one service's leader (the benchmark's archive and
+    PostgreSQL cells): what to do before the cell's window opens, the fault itself, and
+    after the window. `problem` names a health problem the stack's own checks cannot see."""
+
+    def prepare(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        return None
+
+    def inject(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        raise NotImplementedError
+
+    def after_window(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
 
 
 @dataclass
@@ -759,17 +623,19 @@ class MatrixSettings:
     pre_s: float = 5.0  # signups published this long before the fault belong to the cell
     recovery_timeout_s: float = 240.0
     drain_timeout_s: float = 240.0
-    archive_runs: int = 1000
 
 
 class FaultMatrix:
-    def __init__(self, stack: FaultStack, settings: MatrixSettings) -> None:
+    """Runs cells one after the other on one stack under one continuous load. `faults` maps
+    a cell kind other than `kill` to what injects it."""
+
+    def __init__(self, stack: FaultStack, settings: MatrixSettings, faults: dict[str, Fault] | None = None) -> None:
         self.stack = stack
         self.settings = settings
-        self.probe = Probe(stack)
+        self.faults = faults or {}
+        self.probe = Probe(stack, [f.problem for f in self.faults.values()])
         self.load = Load(stack, settings.rate)
         self.runs: list[CellRun] = []
-        self.seeded: list[str] = []
         self.started_at = 0.0
         self.tally = Tally()  # read as the run goes, for progress
 
@@ -792,41 +658,27 @@ class FaultMatrix:
         if seconds is None:
             run.note = f"not healthy before the fault: {'; '.join(problems)}"
             log(f"{tag} {run.note}")
-        if cell.kind == "archive":
-            self._start_archive(run, tag)
+        fault = self.faults.get(cell.kind)
+        if fault is None and cell.kind != "kill":
+            raise ValueError(f"cell {cell.name}: no fault injects kind {cell.kind!r}")
+        if fault is not None:
+            fault.prepare(self, run, tag)
         self.load.label = cell.name
         time.sleep(s.pre_s)
         started = time.monotonic()
         run.fault_at = time.time()
-        if cell.kind == "postgres":
-            assert self.stack.cluster is not None, "the postgres cell needs the private cluster"
-            log(f"{tag} restarting PostgreSQL (immediate mode)")
-            self.stack.cluster.restart()
+        if fault is not None:
+            fault.inject(self, run, tag)
         else:
             assert cell.service is not None
             run.killed_pid = self.stack.pid(cell.service)
             if run.killed_pid is None:
                 run.note = f"{cell.service} had no running process to kill"
                 log(f"{tag} {run.note}")
-            elif cell.kind == "archive":
-                # The worker and its work horse, which runs the archive job (rq puts the horse
-                # in a process group of its own, not a session): as when the node dies.
-                members = self.stack.session(run.killed_pid)
-                log(
-                    f"{tag} kill -9 the rq worker and its work horse {members}, archive batches "
-                    f"{archive_batches(self.stack)}"
-                )
-                for pid in members:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
             else:
                 log(f"{tag} kill -9 {cell.service} (pid {run.killed_pid})")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.killed_pid, signal.SIGKILL)
-        if cell.kind == "archive":
-            time.sleep(1)
-            run.archive["after_kill"] = retry(lambda: archive_check(self.stack, self.seeded), what="archive check")
-            log(f"{tag} seeded runs after the kill: {run.archive['after_kill']}")
         run.recovery_s, run.unhealthy_at_end, run.status_exit = self.probe.wait_healthy(s.recovery_timeout_s, started)
         if run.recovery_s is None:
             log(f"{tag} NOT healthy within {s.recovery_timeout_s:.0f} s: {'; '.join(run.unhealthy_at_end)}")
@@ -839,45 +691,11 @@ class FaultMatrix:
             time.sleep(remaining)
         self.load.label = "between"
         run.window_end = time.time()
-        if cell.kind == "archive":
-            self._finish_archive(run, tag)
+        if fault is not None:
+            fault.after_window(self, run, tag)
         self._drain(self.load.of(cell.name), s.drain_timeout_s, tag)
         self.runs.append(run)
         return run
-
-    def _start_archive(self, run: CellRun, tag: str) -> None:
-        """Enqueue an archive job and wait until it is moving batches."""
-        if not self.seeded:
-            run.note = "no old runs seeded: the archive has nothing to move"
-        job = enqueue_archive(self.stack)
-        run.archive["job"] = job
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if archive_batches(self.stack) or job_status(self.stack, job) in ("finished", "failed"):
-                break
-            time.sleep(0.1)
-        run.archive["job_status_at_kill"] = job_status(self.stack, job)
-        log(f"{tag} archive job {job} {run.archive['job_status_at_kill']}, batches {archive_batches(self.stack)}")
-
-    def _finish_archive(self, run: CellRun, tag: str) -> None:
-        """The next run finishes what the killed one left: wait for the run lock to expire,
-        enqueue another job, then check every seeded run is archived exactly once."""
-        from archiver.settings import ArchiveSettings
-
-        lock = ArchiveSettings.from_env(self.stack.service_env("rq-worker")).lock_name
-        deadline = time.monotonic() + 1200
-        while retry(lambda: self.stack.redis.exists(lock), what="lock") and time.monotonic() < deadline:
-            time.sleep(1)
-        job = enqueue_archive(self.stack)
-        status = "queued"
-        while time.monotonic() < deadline:
-            status = job_status(self.stack, job)
-            if status in ("finished", "failed", "stopped", "canceled"):
-                break
-            time.sleep(1)
-        run.archive["next_job_status"] = status
-        run.archive["after_next_run"] = retry(lambda: archive_check(self.stack, self.seeded), what="archive check")
-        log(f"{tag} next archive run {status}; seeded runs: {run.archive['after_next_run']}")
 
     def _drain(self, samples: list[Sample], timeout_s: float, tag: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -925,7 +743,7 @@ def _cell_fields(run: CellRun) -> dict[str, Any]:
         "restarted_pid": run.restarted_pid,
         "fault_at": run.fault_at,
         "window_end": run.window_end,
-        "archive": run.archive,
+        "details": run.details,
         "note": run.note,
     }
 
