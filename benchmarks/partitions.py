@@ -2,7 +2,8 @@
 
     python benchmarks/partitions.py [--cuts listener-redis,listener-api,task-redis,scheduler-db]
                                     [--seconds 30] [--rate 1.5] [--settle 10]
-                                    [--recovery-timeout 240] [--json FILE] [--plot FILE]
+                                    [--recovery-timeout 240] [--sysctl KEY=VALUE]
+                                    [--json FILE] [--plot FILE] [--keep]
 
 Every component runs on a host of its own, a Linux network namespace on a private switch
 (`testkit.netns`; needs root):
@@ -19,15 +20,16 @@ Every component runs on a host of its own, a Linux network namespace on a privat
 
 After a warm-up, for each cut in turn: --settle seconds of steady flow, then the link is
 cut (every packet between the two hosts dropped, both ways; every other link stays up)
-for --seconds, then healed; the benchmark waits until every part is healthy, decisions
-flow and every signup published before the heal is decided (at most --recovery-timeout),
-then --settle seconds more. At the end publishing stops and every signup is waited for.
+for --seconds, then healed; the benchmark waits until every part is healthy and the flow
+has caught up (no signup published more than 5 s earlier still waiting), at most
+--recovery-timeout, then --settle seconds more, so that each cut starts from a steady
+flow. At the end publishing stops and every signup is waited for.
 
 Per cut, over the signups published in its window: lost (neither decided nor
 dead-lettered), duplicate DAG runs, duplicate decisions, dead letters, `review` answers
 caused by an error; seconds from the heal until every part's health probe is green (and
-stays green), until the first decision, until every signup published before the heal is
-decided; and the worst signup -> decision latency of the signups the fault touched
+stays green), until the first signup the fault held back is decided, until the flow has
+caught up; and the worst signup -> decision latency of the signups the fault touched
 (published before the heal, not decided before the cut). Latency is the app's view, from
 publishing to seeing the decision.
 
@@ -84,6 +86,8 @@ SCHEDULER_HEALTH_PORT = 8974
 LISTENER_PORT = 9108
 PROBE_TIMEOUT_S = 2.0
 PROBE_INTERVAL_S = 0.5
+# The flow keeps up when no signup published longer ago than this waits for its decision.
+CAUGHT_UP_LAG_S = 5.0
 # The parts whose health is probed, and the process behind each.
 PARTS = {
     "redis": "redis",
@@ -690,9 +694,25 @@ class Window:
 
 def warmed_up(flow: Flow, count: int = 5) -> bool:
     """Decisions flow: the first `count` signups are decided (the first runs of a fresh
-    instance are slow: the task workers load the model)."""
+    instance are slow: the task workers load the model), and the flow keeps up."""
     signups = sorted(flow.snapshot(), key=lambda s: s.published)[:count]
-    return len(signups) == count and all(s.decided for s in signups)
+    return len(signups) == count and all(s.decided for s in signups) and keeping_up(flow.snapshot())
+
+
+def keeping_up(signups: list[Signup], now: float | None = None, lag_s: float = CAUGHT_UP_LAG_S) -> bool:
+    """No signup published more than lag_s before `now` is waiting for its decision."""
+    at = time.monotonic() if now is None else now
+    return all(s.decided and s.decided[0] <= at for s in signups if s.published < at - lag_s)
+
+
+def caught_up_at(signups: list[Signup], after: float, until: float, lag_s: float = CAUGHT_UP_LAG_S) -> float | None:
+    """The first moment in [after, until) at which the flow keeps up again (`keeping_up`):
+    only a decision can make it so, so the decision times are the moments to try."""
+    moments = sorted({after, *(t for s in signups for t in s.decided[:1] if after <= t < until)})
+    for moment in moments:
+        if keeping_up(signups, moment, lag_s):
+            return moment
+    return None
 
 
 def run_cut(
@@ -713,12 +733,12 @@ def run_cut(
             time.sleep(min(5.0, max(0.0, cut.started + seconds - time.monotonic())))
             _progress(flow, spec.key, "cut", begin)
     healed = cut.healed if cut.healed is not None else time.monotonic()
-    say(f"{spec.key}: healed; waiting for every part to be healthy and the backlog to be decided")
+    say(f"{spec.key}: healed; waiting for every part to be healthy and the flow to catch up")
     deadline = healed + recovery_timeout_s
     last_report = time.monotonic()
     while time.monotonic() < deadline:
-        before = [s for s in flow.snapshot() if begin <= s.published < healed]
-        if flow.green_since(healed) is not None and all(s.decided for s in before):
+        # Caught up, so that the next cut starts from a steady flow, not from this one's backlog.
+        if flow.green_since(healed) is not None and keeping_up(flow.snapshot()):
             break
         if time.monotonic() - last_report >= 5:
             last_report = time.monotonic()
@@ -774,7 +794,7 @@ def measure(
     latencies = [s.decided[0] - s.published if s.decided else float("inf") for s in touched]
     # Decisions flow again: the first signup the fault held back is decided after the heal.
     held_back = [s.decided[0] for s in touched if s.decided and s.decided[0] >= window.healed]
-    caught_up = [s.decided[0] for s in before_heal if s.decided]
+    caught_up = caught_up_at(flow.snapshot(), window.healed, window.end)
     green = flow.green_since(window.healed, window.end)
     return CutResult(
         key=spec.key,
@@ -789,9 +809,7 @@ def measure(
         healthy_after_s=None if green is None else green - window.healed,
         first_decision_after_s=min(held_back) - window.healed if held_back else None,
         decided_during=sum(1 for s in touched if s.decided and s.decided[0] < window.healed),
-        caught_up_after_s=(
-            max(0.0, max(caught_up) - window.healed) if caught_up and len(caught_up) == len(before_heal) else None
-        ),
+        caught_up_after_s=None if caught_up is None else caught_up - window.healed,
         worst_latency_s=max(latencies) if latencies else None,
         unhealthy_during=flow.unhealthy_between(window.cut, window.healed),
         points=[(s.published - window.cut, s.decided[0] - s.published if s.decided else None) for s in signups],
@@ -894,7 +912,7 @@ def markdown(report: Report) -> str:
         "",
         "| link cut | cut (s) | signups | lost | duplicate runs | duplicate decisions | dead letters "
         "| `review` by error | decided during the cut | recovered after heal (s) | all parts healthy (s) "
-        "| decisions flow (s) | backlog decided (s) | worst latency in the fault (s) | red during the cut |",
+        "| decisions flow (s) | caught up (s) | worst latency in the fault (s) | red during the cut |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.results:
@@ -913,7 +931,8 @@ def markdown(report: Report) -> str:
         "",
         "Seconds are from the heal. Recovered: every part healthy again and decisions flowing (the later of "
         "the next two). All parts healthy: every health probe green, for good. Decisions flow: the first signup "
-        "the fault held back is decided. Backlog decided: every signup published before the heal is decided. "
+        "the fault held back is decided. Caught up: no signup published more than "
+        f"{CAUGHT_UP_LAG_S:g} s earlier waits for its decision (the backlog is worked off). "
         "Worst latency: publish to decision seen by the app, over the signups published before the heal and "
         "not decided before the cut.",
     ]
