@@ -20,8 +20,8 @@ their reach, and the same subnet can serve several networks at once.
 A cut drops every IPv4 packet between the two hosts silently, in the switch (a classic
 BPF filter on each host's switch port; iproute2's `tc` is all it needs, no netem or
 iptables): an open TCP connection stalls and retransmits, a new one hangs in SYN, as on a
-real partition, and both resume on `heal`. ARP still passes, as it would on a switch
-whose uplink between two racks failed above layer 2.
+real partition, and both resume on `heal`. ARP still passes (the filter matches IPv4
+only), so a healed link carries traffic at once.
 
 Teardown is guaranteed by the context manager (also when the body raises or pytest turns
 a SIGTERM into KeyboardInterrupt): every process still inside a host is ended, every
