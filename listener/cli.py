@@ -28,7 +28,7 @@ from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent, OnboardingError
 from onboarding.http import loop_health, loop_liveness, probe, serve_http
 from onboarding.logs import configure_logging
-from onboarding.outages import redis_client
+from onboarding.outages import probe_client, redis_client
 from onboarding.publisher import publish_signup
 from onboarding.settings import StreamSettings
 from onboarding.streams import live_entries
@@ -59,7 +59,9 @@ def listener_main(argv: list[str] | None = None) -> int:
     listener.metrics.registry.register(DriftCollector(client))
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000 + settings.airflow.timeout_s)
 
-    healthy = loop_health("consumer loop", listener.seconds_since_loop, stale_after_s, client)
+    # Readiness pings Redis with short timeouts: it answers before a prober gives up.
+    ready_client = probe_client(settings.streams.redis_url)
+    healthy = loop_health("consumer loop", listener.seconds_since_loop, stale_after_s, ready_client)
     live = loop_liveness("consumer loop", listener.seconds_since_loop, stale_after_s)
 
     server = serve_http(settings.metrics_host, settings.metrics_port, listener.metrics.registry, healthy, live=live)

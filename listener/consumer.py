@@ -182,7 +182,11 @@ class Listener:
             self._lost([text(eid) for eid in reply[2]])
         if claimed:
             self.metrics.reclaimed.inc(len(claimed))
-            logger.warning("listener: claimed %d entries left pending by another consumer", len(claimed))
+            logger.warning(
+                "listener: claimed %d entries idle past the claim time "
+                "(another consumer's, or ours from before an outage)",
+                len(claimed),
+            )
         return claimed
 
     def _lost(self, ids: Sequence[str]) -> None:

@@ -50,11 +50,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # one failed page must not take the metrics endpoint down
             logger.exception("http: %s failed", path)
             body, status, ctype = f"error: {type(err).__name__}: {err}\n".encode(), 500, TEXT
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the prober gave up waiting (its own timeout)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # scrapes every few seconds would drown the log

@@ -73,3 +73,9 @@ def redis_client(url: str, block_s: float = 0.0) -> redis.Redis:
         socket_keepalive=True,
         health_check_interval=30,
     )
+
+
+def probe_client(url: str) -> redis.Redis:
+    """The client a readiness probe pings Redis with: it answers within a second or two,
+    before the prober (Kubernetes: 1 s by default) gives up waiting."""
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)

@@ -24,7 +24,7 @@ from onboarding.airflow import AirflowClient
 from onboarding.errors import OnboardingError
 from onboarding.http import loop_health, loop_liveness, probe
 from onboarding.logs import configure_logging
-from onboarding.outages import redis_client
+from onboarding.outages import probe_client, redis_client
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.observer import DecisionObserver
 from sla.overdue import list_overdue, redrive
@@ -134,7 +134,9 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
     airflow = AirflowClient(settings.airflow) if settings.airflow.password else None
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000)
 
-    healthy = loop_health("decision observer", observer.seconds_since_loop, stale_after_s, client)
+    # Readiness pings Redis with short timeouts: it answers before a prober gives up.
+    ready_client = probe_client(settings.streams.redis_url)
+    healthy = loop_health("decision observer", observer.seconds_since_loop, stale_after_s, ready_client)
     live = loop_liveness("decision observer", observer.seconds_since_loop, stale_after_s)
 
     def page() -> dict[str, Any]:

@@ -16,4 +16,7 @@ the benchmarks: it may import any package of the project, and nothing that ships
 - `testkit.celery_stack`: `celery_realtime()`, the realtime instance on CeleryExecutor with
   its workers
 - `testkit.seed`: `seed_runs()`, `seed_jobs()`, onboarding runs in a metadata database
+- `testkit.netns`: `network()`, hosts in Linux network namespaces with cut/heal of one link
+  (`Network`), `sweep_leftovers()`
+- `testkit.faults`: the fault matrix's cells and measurements (benchmarks/faults.py)
 """
