@@ -180,13 +180,13 @@ class ArchiveRunKill(Fault):
         self.seeded = [line for line in result.stdout.split() if line.startswith(f"signup__{ARCHIVED_PREFIX}")]
 
     def prepare(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
-        """Enqueue an archive job and wait until it moves batches."""
+        """Enqueue an archive job and return as soon as it plans its first batch."""
         job = self._enqueue()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not self._batches():
             if self._status(job) in ("finished", "failed"):
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         run.details["job_status_at_kill"] = self._status(job)
 
     def inject(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
@@ -285,6 +285,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "metadata": args.metadata,
         "rate": args.rate,
         "fault_seconds": args.fault_seconds,
+        "stack_env": args.stack_env,
         "cells": [c.name for c in cells],
     }
     cluster = None
@@ -306,6 +307,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             # The archive cell kills a run holding the run lock; the next one waits for it to expire.
             ARCHIVE_LOCK_TTL_S="30",
             ARCHIVE_BATCH_SIZE=str(args.archive_batch_size),
+            **dict(item.split("=", 1) for item in args.stack_env),
         )
         stack = FaultStack(env)
         log(f"onboarding-stack up (home {stack.home}, Redis {stack.streams.redis_url}, {args.metadata} metadata)")
@@ -415,6 +417,8 @@ def _notes(row: dict[str, Any]) -> str:
             f" {k['lost']} lost; after the next run {n.get('in_archive')} archived, {n.get('in_db')} in the DB,"
             f" {n.get('lost')} lost, {n.get('archived_twice')} archived twice"
         )
+    if row.get("relapses"):
+        notes.append(f"unhealthy again after recovering: {'; '.join(row['relapses'])}")
     if row.get("status_exit") not in (None, 0):
         notes.append(f"status exit {row['status_exit']}")
     if row.get("note"):
@@ -455,21 +459,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
     recovery = [r["recovery_s"] or 0 for r in cells][::-1]
     worst = [r["worst_latency_s"] or 0 for r in cells][::-1]
     ys = range(len(names))
-    bars.barh(
-        [y + 0.2 for y in ys], recovery, height=0.4, color="tab:orange", label="seconds until every part is healthy"
-    )
-    bars.barh([y - 0.2 for y in ys], worst, height=0.4, color="tab:blue", label="worst signup -> decision latency (s)")
+    bars.barh([y + 0.2 for y in ys], recovery, height=0.4, color="tab:orange", label="seconds until all healthy")
+    bars.barh([y - 0.2 for y in ys], worst, height=0.4, color="tab:blue", label="worst signup -> decision (s)")
     for y, r in zip(ys, cells[::-1], strict=True):
-        mark = f"lost {r['lost']}, dup runs {r['duplicate_runs']}, dup decisions {r['duplicate_decisions']}"
-        if r["recovery_s"] is None:
-            mark += "; NOT healthy again within the time-out"
-        bars.text(max(recovery[y], worst[y]), y, f"  {mark}", va="center", fontsize=7)
+        healthy = f"{r['recovery_s']} s" if r["recovery_s"] is not None else "NOT within the time-out"
+        mark = (
+            f"  healthy after {healthy}, worst {r['worst_latency_s']} s; lost {r['lost']},"
+            f" duplicate runs {r['duplicate_runs']}, decisions {r['duplicate_decisions']}"
+        )
+        bars.text(max(recovery[y], worst[y], 0.1), y, mark, va="center", fontsize=7)
     bars.set_yticks(list(ys), names, fontsize=8)
-    bars.set_xlabel("seconds")
+    bars.set_xscale("log")
+    bars.set_xlabel("seconds (log scale)")
     bars.legend(loc="lower right", fontsize=8)
-    bars.grid(True, axis="x", alpha=0.3)
-    right = max([*recovery, *worst, 1])
-    bars.set_xlim(0, right * 1.6)
+    bars.grid(True, axis="x", which="both", alpha=0.3)
+    bars.set_xlim(0.1, max([*recovery, *worst, 1]) * 80)
     fig.suptitle(
         f"Fault matrix: {report['metadata']} metadata, {report['rate']} signups/s, "
         f"{report['fault_seconds']} s per fault (one run, one machine)"
@@ -489,10 +493,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pre-seconds", type=float, default=5.0, help="signups this long before a fault count in it")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds of load before the first cell")
     parser.add_argument("--recovery-timeout", type=float, default=240.0, help="give up waiting for health after this")
-    parser.add_argument("--drain-timeout", type=float, default=240.0, help="give up waiting for a cell's decisions")
+    parser.add_argument("--drain-timeout", type=float, default=420.0, help="give up waiting for a cell's decisions")
     parser.add_argument("--listeners", type=int, default=2)
     parser.add_argument("--archive-runs", type=int, default=1000, help="old runs seeded for the archive cell")
     parser.add_argument("--archive-batch-size", type=int, default=100, help="ARCHIVE_BATCH_SIZE of the stack")
+    parser.add_argument(
+        "--stack-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra setting for every part of the stack, to try one (AIRFLOW__SCHEDULER__...=...)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--plot", type=Path, help="draw the plot here (.svg or .png)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only print an earlier run's table (and --plot)")

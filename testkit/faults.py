@@ -594,13 +594,14 @@ class CellRun:
     status_exit: int | None = None
     unhealthy_at_end: list[str] = field(default_factory=list)
     restarted_pid: int | None = None
+    relapses: list[str] = field(default_factory=list)  # unhealthy again after the recovery
     details: dict[str, Any] = field(default_factory=dict)  # what a special fault found
     note: str = ""
 
 
 class Fault:
     """A fault other than kill -9 of one service's leader (the benchmark's archive and
-    PostgreSQL cells): what to do before the cell's window opens, the fault itself, and
+    PostgreSQL cells): what to do right before the fault (`prepare`), the fault itself, and
     after the window. `problem` names a health problem the stack's own checks cannot see."""
 
     def prepare(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
@@ -661,10 +662,10 @@ class FaultMatrix:
         fault = self.faults.get(cell.kind)
         if fault is None and cell.kind != "kill":
             raise ValueError(f"cell {cell.name}: no fault injects kind {cell.kind!r}")
-        if fault is not None:
-            fault.prepare(self, run, tag)
         self.load.label = cell.name
         time.sleep(s.pre_s)
+        if fault is not None:
+            fault.prepare(self, run, tag)  # e.g. start what the fault must hit in the middle
         started = time.monotonic()
         run.fault_at = time.time()
         if fault is not None:
@@ -679,16 +680,22 @@ class FaultMatrix:
                 log(f"{tag} kill -9 {cell.service} (pid {run.killed_pid})")
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.killed_pid, signal.SIGKILL)
-        run.recovery_s, run.unhealthy_at_end, run.status_exit = self.probe.wait_healthy(s.recovery_timeout_s, started)
-        if run.recovery_s is None:
-            log(f"{tag} NOT healthy within {s.recovery_timeout_s:.0f} s: {'; '.join(run.unhealthy_at_end)}")
-        else:
-            log(f"{tag} every part healthy again after {run.recovery_s:.1f} s")
+        self._await_recovery(run, started, tag)
         if cell.service:
             run.restarted_pid = self.stack.pid(cell.service)
-        remaining = started + max(s.fault_s, (run.recovery_s or 0) + 5) - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
+        # The rest of the window: a part that falls over again (a consequence of the fault)
+        # counts, and the recovery time becomes the time it was healthy again.
+        end = started + max(s.fault_s, (run.recovery_s or 0) + 5)
+        while run.recovery_s is not None and time.monotonic() < end:
+            problems = self.probe.unhealthy()
+            if problems:
+                run.relapses.append(f"{time.monotonic() - started:.0f} s: {'; '.join(problems)}")
+                log(f"{tag} unhealthy again: {'; '.join(problems)}")
+                self._await_recovery(run, started, tag)
+                end = max(end, started + (run.recovery_s or 0) + 5)
+            time.sleep(1)
+        if time.monotonic() < end:
+            time.sleep(end - time.monotonic())
         self.load.label = "between"
         run.window_end = time.time()
         if fault is not None:
@@ -696,6 +703,14 @@ class FaultMatrix:
         self._drain(self.load.of(cell.name), s.drain_timeout_s, tag)
         self.runs.append(run)
         return run
+
+    def _await_recovery(self, run: CellRun, started: float, tag: str) -> None:
+        timeout_s = self.settings.recovery_timeout_s
+        run.recovery_s, run.unhealthy_at_end, run.status_exit = self.probe.wait_healthy(timeout_s, started)
+        if run.recovery_s is None:
+            log(f"{tag} NOT healthy within {timeout_s:.0f} s: {'; '.join(run.unhealthy_at_end)}")
+        else:
+            log(f"{tag} every part healthy again after {run.recovery_s:.1f} s")
 
     def _drain(self, samples: list[Sample], timeout_s: float, tag: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -739,6 +754,7 @@ def _cell_fields(run: CellRun) -> dict[str, Any]:
         "recovery_s": None if run.recovery_s is None else round(run.recovery_s, 1),
         "status_exit": run.status_exit,
         "unhealthy_at_end": run.unhealthy_at_end,
+        "relapses": run.relapses,
         "killed_pid": run.killed_pid,
         "restarted_pid": run.restarted_pid,
         "fault_at": run.fault_at,
