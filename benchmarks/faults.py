@@ -341,6 +341,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         except Exception as err:  # report what was measured up to here, then fail
             log(f"the matrix stopped: {traceback.format_exc()}")
             report["error"] = f"{type(err).__name__}: {err}"
+            log(f"the supervisor's view: {matrix.services_summary()}")
         tally = matrix.finish()
         rows = summarize(matrix, tally)
         rows.insert(0, _warmup_row(matrix, tally))

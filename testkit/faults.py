@@ -565,17 +565,20 @@ def runs_per_event(database_url: str) -> Counter[str]:
     return counts
 
 
-def retry(fn: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
+def retry(fn: Callable[[], Any], timeout_s: float = 60, what: str = "", why: Callable[[], str] | None = None) -> Any:
     """Call `fn` until it does not raise a Redis or database error (a cell may have just
-    killed what it reads)."""
+    killed what it reads); `why` says what might be wrong, every 10 s."""
     deadline = time.monotonic() + timeout_s
+    attempt = 0
     while True:
         try:
             return fn()
         except Exception as err:  # redis, sqlalchemy, psycopg2 errors alike
             if time.monotonic() > deadline:
                 raise
-            log(f"    {what or fn.__name__}: {type(err).__name__}; retrying")
+            if attempt % 10 == 0:
+                log(f"    {what or fn.__name__}: {type(err).__name__}; retrying{f' ({why()})' if why else ''}")
+            attempt += 1
             time.sleep(1)
 
 
@@ -716,7 +719,7 @@ class FaultMatrix:
         deadline = time.monotonic() + timeout_s
         last_report = time.monotonic()
         while True:
-            tally = retry(lambda: self.tally.update(self.stack), what="reading the streams")
+            tally = retry(lambda: self.tally.update(self.stack), what="reading the streams", why=self.services_summary)
             open_ = [s for s in samples if not tally.settled(s.event_id)]
             now = time.monotonic()
             if not open_:
@@ -730,12 +733,24 @@ class FaultMatrix:
                 log(f"{tag} {len(samples) - len(open_)}/{len(samples)} signups decided")
             time.sleep(1)
 
+    def services_summary(self) -> str:
+        """What the supervisor says of the services that are not up (for a log line)."""
+        state = self.stack.state()
+        supervisor = "running" if _alive(state.get("supervisor_pid")) else "NOT running"
+        down = {n: s.get("state") for n, s in state.get("services", {}).items() if s.get("state") != "up"}
+        return f"supervisor {supervisor}, services not up: {down or 'none'}"
+
     def finish(self) -> Tally:
-        """Stop the load, wait for every signup's decision, and count."""
+        """Stop the load, wait for every signup's decision, and count. If Redis or the
+        database stays away, what was read as the run went is the tally (runs uncounted)."""
         self.load.stop()
-        self._drain(self.load.all(), self.settings.drain_timeout_s, "[end]")
-        time.sleep(3)  # a duplicate would show up right behind
-        return retry(lambda: Tally.read(self.stack), what="the final tally")
+        try:
+            self._drain(self.load.all(), self.settings.drain_timeout_s, "[end]")
+            time.sleep(3)  # a duplicate would show up right behind
+            return retry(lambda: Tally.read(self.stack), what="the final tally", why=self.services_summary)
+        except Exception as err:  # the figures so far are still worth reporting
+            log(f"[end] the final tally failed ({type(err).__name__}: {err}); reporting what was read")
+            return self.tally
 
 
 def summarize(matrix: FaultMatrix, tally: Tally) -> list[dict[str, Any]]:
