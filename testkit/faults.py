@@ -754,11 +754,21 @@ class FaultMatrix:
 
 
 def summarize(matrix: FaultMatrix, tally: Tally) -> list[dict[str, Any]]:
-    """One row per cell (and one for the signups published between cells)."""
-    rows = []
-    for run in matrix.runs:
-        rows.append(figures(run.cell.name, matrix.load.of(run.cell.name), tally) | _cell_fields(run))
-    rows.append(figures("between cells", matrix.load.of("between"), tally))
+    """One row per cell (and one for the signups published between cells). A cell's
+    signups are those published from `pre_s` before its fault to the end of its window,
+    and those published earlier, between cells, that were still undecided when it hit."""
+    cells: dict[str, list[Sample]] = {run.cell.name: matrix.load.of(run.cell.name) for run in matrix.runs}
+    between = []
+    faults = sorted((run.fault_at, run.cell.name) for run in matrix.runs)
+    for sample in matrix.load.of("between"):
+        hit = next((name for at, name in faults if at > sample.published), None)
+        decided_at = tally.published_at.get(sample.event_id, float("inf"))
+        if hit is not None and decided_at > next(at for at, name in faults if name == hit):
+            cells[hit].append(sample)
+        else:
+            between.append(sample)
+    rows = [figures(run.cell.name, cells[run.cell.name], tally) | _cell_fields(run) for run in matrix.runs]
+    rows.append(figures("between cells", between, tally))
     return rows
 
 
