@@ -21,6 +21,7 @@ import redis
 from onboarding.decision import wait_for_decision
 from onboarding.publisher import publish_signup
 from risk.samples import new_signup
+from stack.processes import ProcessRecord
 from testkit.realtime import E2E_REDIS_URL
 from testkit.services import free_port
 
@@ -133,7 +134,9 @@ def test_up_decides_on_realtime_while_batch_runs_and_down_stops_everything(stack
     api.close()
 
     # A crashed listener is restarted by the supervisor and decides again.
-    old_pid = int((home / "run" / "listener-1.pid").read_text())
+    listener = ProcessRecord.read(home / "run" / "listener-1.pid")
+    assert listener is not None
+    old_pid = listener.pid
     os.kill(old_pid, signal.SIGKILL)
     wait_until(
         lambda: status(env)["listener-1"].startswith("up") and f"pid {old_pid}" not in status(env)["listener-1"],
@@ -145,8 +148,10 @@ def test_up_decides_on_realtime_while_batch_runs_and_down_stops_everything(stack
     publish_signup(client, env["SIGNUPS_STREAM"], again)
     assert wait_for_decision(client, env["DECISIONS_STREAM"], again["event_id"], 120) is not None
 
-    # `down` stops every process it started.
-    pids = [int(p.read_text()) for p in (home / "run").glob("*.pid")]
+    # `down` stops every process it started, children included (the api-servers' workers).
+    records = [record for p in (home / "run").glob("*.pid") if (record := ProcessRecord.read(p))]
+    pids = sorted({pid for record in records for pid in record.members()})
+    assert len(records) >= len(SERVICES) and len(pids) > len(records)
     down = stack_cmd(env, "down", timeout_s=400)
     assert down.returncode == 0, down.stdout + down.stderr
     alive = [pid for pid in pids if _alive(pid)]
