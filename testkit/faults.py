@@ -669,6 +669,9 @@ class FaultMatrix:
         time.sleep(s.pre_s)
         if fault is not None:
             fault.prepare(self, run, tag)  # e.g. start what the fault must hit in the middle
+        elif cell.service == "realtime-scheduler":
+            # While a task runs: the worst moment for it, and the same one every run.
+            run.details["tasks_running_at_kill"] = self._running_tasks(wait_s=15)
         started = time.monotonic()
         run.fault_at = time.time()
         if fault is not None:
@@ -706,6 +709,23 @@ class FaultMatrix:
         self._drain(self.load.of(cell.name), s.drain_timeout_s, tag)
         self.runs.append(run)
         return run
+
+    def _running_tasks(self, wait_s: float) -> int:
+        """Onboarding task instances running now; waits up to `wait_s` for one."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.stack.realtime_db_url)
+        query = sa.text("SELECT count(*) FROM task_instance WHERE dag_id = :dag AND state = 'running'")
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                with engine.connect() as conn:
+                    running = int(conn.execute(query, {"dag": ONBOARDING_DAG_ID}).scalar() or 0)
+                if running or time.monotonic() > deadline:
+                    return running
+                time.sleep(0.05)
+        finally:
+            engine.dispose()
 
     def _await_recovery(self, run: CellRun, started: float, tag: str) -> None:
         timeout_s = self.settings.recovery_timeout_s
