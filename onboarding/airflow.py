@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ class AirflowSettings:
     url: str = "http://127.0.0.1:28080"
     username: str = "listener"
     password: str = field(default="", repr=False)
+    password_file: str = ""  # read again at each login, so a rotated Secret needs no restart
     dag_id: str = keys.ONBOARDING_DAG_ID
     timeout_s: float = 10.0
     token_refresh_margin_s: float = 60.0
@@ -51,10 +53,23 @@ class AirflowSettings:
             url=env.str("AIRFLOW_API_URL", cls.url).rstrip("/"),
             username=env.str(f"{credentials}_USERNAME", username or cls.username),
             password=env.secret(f"{credentials}_PASSWORD") or "",
+            password_file=""
+            if env.optional_str(f"{credentials}_PASSWORD")
+            else env.str(f"{credentials}_PASSWORD_FILE", ""),
             dag_id=env.str("AIRFLOW_DAG_ID", cls.dag_id),
             timeout_s=env.float("AIRFLOW_TIMEOUT_S", cls.timeout_s, minimum=0.1),
             token_refresh_margin_s=env.float("AIRFLOW_TOKEN_REFRESH_MARGIN_S", cls.token_refresh_margin_s, minimum=0),
         )
+
+    def current_password(self) -> str:
+        """The password as of now: the file's content if the password came from a file that is
+        still readable, else the one read at start."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip() or self.password
+            except OSError:
+                return self.password
+        return self.password
 
 
 class TriggerOutcome(StrEnum):
@@ -192,7 +207,7 @@ class AirflowClient:
             self._token = None
 
     def _fetch_token(self) -> tuple[str, float]:
-        credentials = {"username": self.settings.username, "password": self.settings.password}
+        credentials = {"username": self.settings.username, "password": self.settings.current_password()}
         try:
             response = self._http.post("/auth/token", json=credentials)
         except httpx.TimeoutException as err:

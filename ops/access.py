@@ -8,6 +8,15 @@ Run inside the instance's environment (AIRFLOW_HOME, database URL) after `airflo
 
     onboarding-access                 # users and passwords from ACCESS_* variables, see main()
     python -m ops.access              # the same
+    onboarding-access --listener-secret onboarding-airflow-listener   # Kubernetes: see below
+
+In Kubernetes the Airflow chart's post-install/post-upgrade user Job runs it with
+`--listener-secret NAME`: the listener's password is ACCESS_LISTENER_PASSWORD if given,
+else the one already in that Secret (an upgrade keeps it), else a new random one; it is
+written to the Secret (key `password`, and `username`) before Airflow is told, so a Job that
+fails half-way and is retried converges on one password. The listener pods mount the
+Secret and read the file at each login (onboarding/airflow.py), so a rotation needs no
+restart once the kubelet has refreshed the mount.
 
 It is idempotent: the role is reset to exactly LISTENER_PERMISSIONS, passwords are set to
 the given values, so a rotated password takes effect on the next run. One Python process
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from typing import Any
 
@@ -82,27 +92,58 @@ def main(argv: list[str] | None = None) -> int:
         "`airflow db migrate`. Passwords: ACCESS_ADMIN_PASSWORD and ACCESS_LISTENER_PASSWORD (or *_FILE); "
         "ACCESS_LISTENER_USER (default listener).",
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--listener-secret",
+        metavar="NAME",
+        help="Kubernetes: keep the listener's password in this Secret of the pod's namespace (read it if "
+        "ACCESS_LISTENER_PASSWORD is unset, generate one if the Secret has none, write it back)",
+    )
+    args = parser.parse_args(argv)
     env = Env(os.environ)
     try:
         admin_password = env.secret("ACCESS_ADMIN_PASSWORD")
         listener_password = env.secret("ACCESS_LISTENER_PASSWORD")
-        missing = [
-            name
-            for name, value in (
-                ("ACCESS_ADMIN_PASSWORD", admin_password),
-                ("ACCESS_LISTENER_PASSWORD", listener_password),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigError(f"{' and '.join(missing)} (or {missing[0]}_FILE) is required")
-        apply(str(admin_password), str(listener_password), env.str("ACCESS_LISTENER_USER", "listener"))
+        listener_user = env.str("ACCESS_LISTENER_USER", "listener")
+        if not admin_password:
+            raise ConfigError("ACCESS_ADMIN_PASSWORD (or ACCESS_ADMIN_PASSWORD_FILE) is required")
+        if args.listener_secret:
+            listener_password, source = _listener_secret(args.listener_secret, listener_user, listener_password)
+        elif not listener_password:
+            raise ConfigError("ACCESS_LISTENER_PASSWORD (or ACCESS_LISTENER_PASSWORD_FILE) is required")
+        else:
+            source = "from the environment"
+        apply(admin_password, listener_password, listener_user)
     except OnboardingError as err:
         print(f"onboarding-access: {err}", file=sys.stderr)
         return 2
-    print(f"users admin and listener ready; role {LISTENER_ROLE} has {len(LISTENER_PERMISSIONS)} permissions")
+    print(
+        f"users admin and {listener_user} ready (listener password {source}); "
+        f"role {LISTENER_ROLE} has {len(LISTENER_PERMISSIONS)} permissions"
+    )
     return 0
+
+
+def _listener_secret(name: str, username: str, given: str | None) -> tuple[str, str]:
+    """The listener's password, stored in the Secret `name` before Airflow hears of it."""
+    from ops.k8s_secret import ClusterSettings, SecretStore
+
+    store = SecretStore(ClusterSettings.from_env(os.environ))
+    try:
+        current = store.get(name)
+        if current is None:
+            raise OpsError(f"Secret {store.settings.namespace}/{name} does not exist: create it first")
+        if given:
+            password, source = given, "from the environment"
+        elif current.get("password"):
+            password, source = current["password"], f"kept from Secret {name}"
+        else:
+            password, source = secrets.token_urlsafe(32), "generated"
+        if current.get("password") != password or current.get("username") != username:
+            store.patch(name, {"username": username, "password": password})
+            source += f", written to Secret {name}"
+        return password, source
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

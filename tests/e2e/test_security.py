@@ -361,3 +361,62 @@ def test_listener_credential_is_refused_everywhere_else(secured: Secured) -> Non
     admin = secured.stack.admin_headers()
     assert httpx.get(f"{api}/api/v2/pools", headers=admin, timeout=30).status_code == 200
     assert httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances", headers=admin).status_code == 200
+
+
+def test_the_kubernetes_access_job_writes_a_listener_credential_that_works_and_only_for_its_job(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """The Helm user Job's command (`onboarding-access --listener-secret`, deploy/helm/
+    realtime-values.yaml) against the real Airflow, the Kubernetes API played by a fake that
+    enforces the Job's RBAC: the password it writes into the Secret is the one Airflow takes,
+    a second run (a `helm upgrade`) keeps it, and the listener client reading the mounted
+    file gets its job done and 403 beyond it. A separate user, so the running listener keeps
+    its own credential."""
+    import subprocess
+    import sys
+
+    from onboarding.airflow import AirflowClient, AirflowSettings
+    from testkit.fake_kube import fake_kube
+
+    instance = secured.stack.instance
+    name = "onboarding-airflow-listener"
+    outputs = []
+    with fake_kube("onboarding", "job-token", {name}, {name: {}}) as kube:
+        env = {
+            **instance.env(),
+            **kube.env(tmp_path / "token"),
+            "ACCESS_ADMIN_PASSWORD": instance.admin_password(),
+            "ACCESS_LISTENER_USER": "listener-k8s",
+            "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
+        }
+        for _ in range(2):
+            run = subprocess.run(
+                [sys.executable, "-m", "ops.access", "--listener-secret", name],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert run.returncode == 0, run.stdout + run.stderr
+            outputs.append(run.stdout)
+        stored = kube.decoded(name)
+    assert "generated, written to Secret" in outputs[0] and "kept from Secret" in outputs[1]
+    assert stored["username"] == "listener-k8s"
+    mounted = tmp_path / "password"
+    mounted.write_text(stored["password"])
+    api = instance.spec.api_url
+    client = AirflowClient(
+        AirflowSettings.from_env(
+            {"AIRFLOW_API_URL": api, "AIRFLOW_USERNAME": "listener-k8s", "AIRFLOW_PASSWORD_FILE": str(mounted)}
+        )
+    )
+    run_id = next(d["run_id"] for d in secured.decisions.values())
+    try:
+        run = client.get_run(run_id)
+        assert run is not None and run.state == "success"
+    finally:
+        client.close()
+    token = httpx.post(f"{api}/auth/token", json={"username": "listener-k8s", "password": stored["password"]}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert httpx.get(f"{api}/api/v2/pools", headers=headers, timeout=30).status_code == 403
+    assert httpx.get(f"{api}/api/v2/dags/risk_retrain", headers=headers, timeout=30).status_code == 403

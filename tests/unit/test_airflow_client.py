@@ -160,3 +160,33 @@ def test_a_delete_without_the_permission_is_an_auth_error_not_a_silent_success()
     with pytest.raises(AirflowUnavailable) as refused:
         client.delete_run("signup__a")
     assert refused.value.kind == "auth"
+
+
+def test_a_password_from_a_file_is_read_again_at_each_login(tmp_path) -> None:
+    """A rotated Kubernetes Secret (the mounted file changes) takes effect at the next login,
+    without restarting the listener."""
+    secret = tmp_path / "password"
+    secret.write_text("old\n")
+    settings = AirflowSettings.from_env(
+        {"AIRFLOW_API_URL": "http://airflow.test", "AIRFLOW_PASSWORD_FILE": str(secret)}
+    )
+    accepted = {"old"}
+    logins: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/auth/token":
+            password = json.loads(request.content)["password"]
+            logins.append(password)
+            if password not in accepted:
+                return httpx.Response(401, json={"detail": "invalid credentials"})
+            return httpx.Response(201, json={"access_token": jwt(time.time() + 3600) + password})
+        if request.headers["Authorization"].endswith("old") and "old" not in accepted:
+            return httpx.Response(401, json={"detail": "token of a rotated user"})
+        return httpx.Response(201, json={})
+
+    client = AirflowClient(settings, transport=httpx.MockTransport(server))
+    assert client.trigger("signup__e1", {}) is TriggerOutcome.CREATED
+    secret.write_text("new\n")  # the access Job rotated the password ...
+    accepted = {"new"}  # ... and Airflow took it
+    assert client.trigger("signup__e2", {}) is TriggerOutcome.CREATED
+    assert logins == ["old", "new"]
