@@ -10,7 +10,7 @@ so a deployment with other names gets matching rules.
 
 Passwords come from REDIS_ACL_PASSWORD_<ROLE> or, for Kubernetes Secrets mounted as
 files, REDIS_ACL_PASSWORD_<ROLE>_FILE (ROLE: APP, LISTENER, PUBLISHER, DRIFT, WORKER, OPERATOR,
-SLA). A role without a password is rendered disabled (`off`), never password-less.
+SLA, SCALER, BROKER). A role without a password is rendered disabled (`off`), never password-less.
 Each component then connects with its user in REDIS_URL: redis://listener:<password>@host/0
 (rediss:// with TLS in production, see docs/security.md).
 """
@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from onboarding import keys
 from onboarding.env import Env
 from onboarding.settings import StreamSettings
+
+# Airflow's Celery queue for tasks (`[operators] default_queue`).
+CELERY_QUEUE = "default"
 
 # What every client needs to connect (redis-py also tries CLIENT SETINFO, Redis >= 7.2, and
 # ignores a refusal; Redis 7.0 does not know it, so it cannot be granted there).
@@ -146,6 +149,33 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 " +xrevrange)",
                 f"(%R~{signups} %R~{dead} +xinfo|groups +xpending +xlen)",
                 f"(%R~{markers} +exists)",
+            ),
+        ),
+        # KEDA's redis-streams scaler (deploy/k8s/listener.yaml): the listener group's lag and
+        # the stream's length. No read of entries (XINFO STREAM shows the first and last entry, so
+        # it is not granted): a leaked scaler password shows no application.
+        Role(
+            "scaler",
+            "KEDA: the listener group's lag on signups, nothing else",
+            (f"%R~{signups}", "-@all", *_CONNECT, "+xinfo|groups", "+xlen", "+xpending"),
+        ),
+        # The realtime Airflow's Celery broker (kombu's Redis transport): the task queue, kombu's
+        # bindings and unacked bookkeeping, the control (pidbox) and event channels (TIME: kombu's
+        # fanout-binding scripts). None of the service's keys: a leaked broker password reads no
+        # signup and forges no decision.
+        Role(
+            "broker",
+            "Airflow Celery broker: task queues, kombu bindings and acks, control and event channels",
+            (
+                f"~{_glob(CELERY_QUEUE)}*",
+                "~_kombu.*",
+                "~unacked*",
+                "~*.reply.celery.pidbox*",
+                "&/*",
+                "-@all",
+                *_CONNECT,
+                *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),
+                *"+@scripting +@pubsub +@connection -@dangerous -script|flush -script|kill +info +time".split(),
             ),
         ),
     ]

@@ -274,6 +274,72 @@ def test_sla_service_observes_decisions_through_its_group_and_cannot_change_them
         assert refused(call), _source(call)
 
 
+def test_scaler_reads_the_listener_lag_and_no_application(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    """KEDA's credential (deploy/k8s/listener.yaml, lagCount): the group's lag, not the events."""
+    scaler = acl_users("scaler")
+    redis_client.xgroup_create(STREAMS.signups_stream, "onboarding-listener", id="0", mkstream=True)
+    for _ in range(3):
+        publish_signup(redis_client, STREAMS.signups_stream, new_signup())
+    (group,) = scaler.xinfo_groups(STREAMS.signups_stream)
+    assert group["name"] == b"onboarding-listener" and group["lag"] == 3
+    assert scaler.xlen(STREAMS.signups_stream) == 3
+    assert scaler.xpending(STREAMS.signups_stream, "onboarding-listener")["pending"] == 0
+    for call in (
+        lambda: scaler.xrange(STREAMS.signups_stream),
+        lambda: scaler.xread({STREAMS.signups_stream: "0"}),
+        lambda: scaler.xreadgroup("onboarding-listener", "keda", {STREAMS.signups_stream: ">"}),
+        lambda: scaler.xinfo_stream(STREAMS.signups_stream),  # it shows the first and last entries
+        lambda: scaler.xinfo_groups(STREAMS.decisions_stream),
+        lambda: scaler.xadd(STREAMS.signups_stream, {"payload": "{}"}),
+        lambda: scaler.xgroup_setid(STREAMS.signups_stream, "onboarding-listener", "$"),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_broker_carries_celery_tasks_and_control_and_nothing_of_the_service(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    """The realtime Airflow's Celery broker credential: a task message round trip and a
+    control broadcast with Celery's own transport settings, and NOPERM on the streams."""
+    from celery import Celery
+    from kombu import Connection
+
+    from ops.redis_acl import CELERY_QUEUE
+
+    broker = acl_users("broker")
+    url = redis.connection.parse_url(TEST_REDIS_URL)
+    password = broker.connection_pool.connection_kwargs["password"]
+    broker_url = (
+        f"redis://{PREFIX}broker:{password}@{url.get('host', '127.0.0.1')}:{url.get('port', 6379)}/{url.get('db', 0)}"
+    )
+    app = Celery("acl-test", broker=broker_url)
+    options = {"fanout_prefix": True, "fanout_patterns": True}
+    try:
+        with Connection(broker_url, transport_options=options) as conn:
+            queue = conn.SimpleQueue(CELERY_QUEUE)
+            queue.put({"task": "onboarding.publish", "run": "signup__e1"})
+            message = queue.get(timeout=5)
+            assert message.payload == {"task": "onboarding.publish", "run": "signup__e1"}
+            message.ack()
+            queue.close()
+        assert app.control.ping(timeout=0.5) == []  # pidbox broadcast + reply queue: allowed, no worker here
+    finally:
+        app.close()
+        redis_client.delete(CELERY_QUEUE, *redis_client.keys("_kombu.*"), *redis_client.keys("unacked*"))
+    publish_signup(redis_client, STREAMS.signups_stream, new_signup())
+    for call in (
+        lambda: broker.xrange(STREAMS.signups_stream),
+        lambda: broker.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
+        lambda: broker.get(marker_key(STREAMS.decisions_stream, "e1")),
+        lambda: broker.keys("*"),
+        lambda: broker.lpush("rq:queue:default", "job"),
+        lambda: broker.flushdb(),
+    ):
+        assert refused(call), _source(call)
+
+
 def test_shipped_acl_file_matches_the_rules() -> None:
     """deploy/redis/users.acl is `onboarding-redis-acl render` without passwords (all users off)."""
     from pathlib import Path
