@@ -37,7 +37,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.parser import Parser
@@ -63,7 +63,7 @@ SERVICE_DOCKERFILE = DOCKER / "service.Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_VERSION: str = PYPROJECT["project"]["version"]
 SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
-LOCK = {
+LOCK: dict[str, str] = {
     canonicalize_name(name): pinned
     for name, _, pinned in (
         line.split("#")[0].strip().partition("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
@@ -237,11 +237,11 @@ class Dockerfile:
         return sources
 
 
-def lay_out(dockerfile: Dockerfile, stage: str, context: set[str], root: Path, workdir: str = "/") -> None:
-    """Copy what a stage's COPY instructions take from the context to `root` (absolute
-    destinations under root, relative ones under root/workdir), as Docker would."""
+def lay_out(dockerfile: Dockerfile, stage: str, context: set[str], root: Path) -> None:
+    """Copy what a stage's COPY instructions take from the context to `root`, as Docker
+    would (destinations, absolute or relative to the WORKDIR, taken relative to root)."""
     for sources, destination in dockerfile.copies(stage):
-        target = root / (destination if destination.startswith("/") else f"{workdir}/{destination}").lstrip("/")
+        target = root / destination.lstrip("/")
         into_directory = destination.endswith("/") or len(sources) > 1
         for source in sources:
             source = source.rstrip("/")
@@ -284,19 +284,21 @@ class Installed:
     def environment(self, sandbox: dict[str, Path], **extra: str) -> dict[str, str]:
         return {**self.env, "HOME": str(sandbox["home"]), "TMPDIR": str(sandbox["tmp"]), **extra}
 
-    def run(self, argv: list[str], timeout_s: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, argv: list[str], extra: Mapping[str, str] | None = None, timeout_s: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         sandbox = self.sandbox(f"run-{time.monotonic_ns()}")
         return subprocess.run(
             argv,
             cwd=sandbox["cwd"],
-            env=self.environment(sandbox, **extra),
+            env=self.environment(sandbox, **(extra or {})),
             capture_output=True,
             text=True,
             timeout=timeout_s,
         )
 
-    def python(self, code: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return self.run([str(self.venv / "bin" / "python"), "-c", textwrap.dedent(code)], **extra)
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        return self.run([str(self.venv / "bin" / "python"), "-c", textwrap.dedent(code)])
 
 
 def _build_isolation_needed() -> bool:
@@ -460,14 +462,10 @@ def test_the_lock_pins_every_package_the_images_install(installed: Installed) ->
 # --- (b) What the images run, from the fresh venv.
 
 
-@pytest.fixture(scope="module")
-def helps(installed: Installed) -> dict[str, subprocess.CompletedProcess[str]]:
+def test_every_console_script_answers_help(installed: Installed) -> None:
+    names = [*SCRIPTS, "rq"]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = pool.map(lambda name: installed.run([*installed.command(name), "--help"]), [*SCRIPTS, "rq"])
-        return dict(zip([*SCRIPTS, "rq"], runs, strict=True))
-
-
-def test_every_console_script_answers_help(helps: dict[str, subprocess.CompletedProcess[str]]) -> None:
+        helps = dict(zip(names, pool.map(lambda name: installed.run([*installed.command(name), "--help"]), names)))
     failures = {
         name: (r.returncode, (r.stdout + r.stderr)[-1500:])
         for name, r in helps.items()
@@ -495,6 +493,12 @@ class Service:
             self.process.kill()
             out, _ = self.process.communicate()
         return self.process.returncode, out
+
+    def assert_stops_cleanly_having_written_nothing(self) -> None:
+        code, out = self.stop()
+        assert code == 0 and TRACEBACK not in out, (self.name, code, out[-3000:])
+        written = {key: sorted(_files(path)) for key, path in self.sandbox.items() if _files(path)}
+        assert not written, f"{self.name} wrote outside its volumes: {written}"
 
 
 @pytest.fixture
@@ -580,14 +584,10 @@ def test_listener_and_sla_serve_their_probes_write_nothing_and_stop_on_sigterm(
     ]:
         _wait_until_ok(service, f"http://127.0.0.1:{port}/livez")
         _wait_until_ok(service, f"http://127.0.0.1:{port}/readyz")
-        check = installed.run([*installed.command(script), "check"], timeout_s=120, **check_env)
+        check = installed.run([*installed.command(script), "check"], check_env, timeout_s=120)
         assert check.returncode == 0, (script, check.stdout + check.stderr)
     for service in (listener, sla):
-        code, out = service.stop()
-        assert code == 0, (service.name, out[-3000:])
-        assert TRACEBACK not in out, (service.name, out[-3000:])
-        written = {key: sorted(_files(path)) for key, path in service.sandbox.items() if _files(path)}
-        assert not written, f"{service.name} wrote outside its volumes: {written}"
+        service.assert_stops_cleanly_having_written_nothing()
     assert _files(installed.venv) == venv_before
 
 
@@ -602,7 +602,7 @@ def test_the_rq_worker_and_cron_run_and_pass_their_liveness_probe(
         return [*installed.command(args[0]), *(TEST_REDIS_URL if a == "$(REDIS_URL)" else a for a in args[1:])]
 
     probe = manifests["worker"]["livenessProbe"]["exec"]["command"]
-    before = installed.run(argv(probe), **environment)
+    before = installed.run(argv(probe), environment)
     assert before.returncode == 1 and "no rq worker" in before.stdout, before.stdout + before.stderr
     worker = start("rq-worker", argv(manifests["worker"]["args"]), **environment)
     cron = start("rq-cron", argv(manifests["cron"]["args"]), **environment)
@@ -611,12 +611,10 @@ def test_the_rq_worker_and_cron_run_and_pass_their_liveness_probe(
         for service in (worker, cron):
             assert service.process.poll() is None, (service.name, service.stop()[1][-3000:])
         time.sleep(1)
-        result = installed.run(argv(probe), **environment)
+        result = installed.run(argv(probe), environment)
     assert result.returncode == 0, result.stdout + result.stderr
     for service in (worker, cron):
-        code, out = service.stop()
-        assert code == 0, (service.name, out[-3000:])
-        assert TRACEBACK not in out, (service.name, out[-3000:])
+        service.assert_stops_cleanly_having_written_nothing()
 
 
 # The DAG parse of tests/test_dags.py, in the image's layout: AIRFLOW_HOME with the image's
@@ -649,9 +647,7 @@ def test_each_airflow_instance_parses_its_dag_folder_from_the_image_layout(
         folder = root / INSTANCES[instance].lstrip("/")
         result = installed.run(
             [str(installed.venv / "bin" / "python"), "-c", PARSE, str(folder)],
-            AIRFLOW_HOME=str(airflow_home),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__UNIT_TEST_MODE="False",
+            {"AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
         )
         assert result.returncode == 0, (instance, result.stderr[-3000:])
         line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT"))
