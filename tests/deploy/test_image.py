@@ -21,6 +21,7 @@ both tagged with the package version of pyproject.toml.
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import json
 import os
@@ -763,10 +764,11 @@ def test_every_image_reference_is_pinned_and_ours_name_a_dockerfile_and_the_pack
     assert not problems, problems
 
 
-def test_each_airflow_release_reads_its_own_dag_folder_and_the_images_local_settings() -> None:
-    """The chart's default DAG folder ($AIRFLOW_HOME/dags) is empty in the image, and the
-    chart mounts its own airflow_local_settings.py over the image's unless told not to
-    (the realtime instance needs the image's; the batch instance does without)."""
+def test_each_airflow_release_uses_the_images_dag_folder_local_settings_and_auth_manager() -> None:
+    """The chart's default DAG folder ($AIRFLOW_HOME/dags) is empty in the image; the chart
+    mounts its own airflow_local_settings.py over the image's unless told not to (the
+    realtime instance needs the image's; the batch instance does without); and the chart
+    writes airflow.cfg from `config:` alone, so the instance's auth manager must be there."""
     dockerfile = Dockerfile.read(AIRFLOW_DOCKERFILE)
     copies = {dest.rstrip("/") for _, dest in dockerfile.copies(dockerfile.final_stage)}
     problems = []
@@ -783,6 +785,14 @@ def test_each_airflow_release_reads_its_own_dag_folder_and_the_images_local_sett
             problems.append(f"{name}: the DAG folder is {folder or 'the chart default'}, not {INSTANCES[instance]}")
         if instance == "realtime" and values.get("airflowLocalSettings", "chart default") is not None:
             problems.append(f"{name}: airflowLocalSettings must be null, or the chart hides the image's file")
+        cfg = configparser.ConfigParser()
+        cfg.read(ROOT / "deploy" / instance / "airflow.cfg")
+        wanted = cfg.get("core", "auth_manager", fallback=None)
+        configured = values.get("config", {}).get("core", {}).get("auth_manager")
+        if wanted is not None and configured != wanted:
+            problems.append(
+                f"{name}: config.core.auth_manager is {configured}, not {wanted} (deploy/{instance}/airflow.cfg)"
+            )
     assert not problems, problems
 
 
