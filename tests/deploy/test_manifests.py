@@ -93,7 +93,8 @@ def test_the_validator_rejects_a_broken_manifest() -> None:
 
 def test_no_secret_is_written_in_clear() -> None:
     for doc in all_documents():
-        assert doc["kind"] != "Secret", f"{doc['metadata']['name']}: Secrets are created outside the repo"
+        if doc["kind"] == "Secret":  # only empty placeholders that a Job fills (access-rbac.yaml)
+            assert not doc.get("data") and not doc.get("stringData"), doc["metadata"]["name"]
         for env in _envs(doc):
             if SECRET_NAME.search(env["name"]) and "value" in env:
                 assert not re.search(r"://[^/]*:[^/@]+@", env["value"]), env  # no password in a URL
@@ -122,6 +123,14 @@ def test_listener_probes_use_its_health_check_and_keda_watches_its_group() -> No
     assert trigger["metadata"]["stream"] == defaults.streams.signups_stream
     assert trigger["metadata"]["consumerGroup"] == defaults.group
     assert trigger["metadata"]["addressFromEnv"] in env
+    # The backlog (entries no listener has read), not the pending entries, which the running
+    # listeners cap by what they hold.
+    assert "lagCount" in trigger["metadata"] and "pendingEntriesCount" not in trigger["metadata"]
+    auth = find("TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert {(ref["parameter"], ref["name"]) for ref in auth["spec"]["secretTargetRef"]} == {
+        ("username", "onboarding-redis-scaler"),
+        ("password", "onboarding-redis-scaler"),
+    }
     pdb = find("PodDisruptionBudget", "onboarding-listener")
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert pdb["spec"]["minAvailable"] < scaled["spec"]["minReplicaCount"] + 1
@@ -190,9 +199,130 @@ def test_realtime_helm_config_carries_the_local_latency_settings() -> None:
     assert checked >= 8
 
 
-def _envs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _pod(doc: dict[str, Any]) -> dict[str, Any]:
     spec = doc.get("spec", {})
-    pod = spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get(
+    return spec.get("template", {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get(
         "spec", {}
     )
-    return [env for c in pod.get("containers", []) for env in c.get("env", [])]
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = _pod(doc)
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+def _envs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [env for c in _containers(doc) for env in c.get("env", [])]
+
+
+WORKLOADS = [doc for doc in all_documents() if doc["kind"] in ("Deployment", "StatefulSet", "CronJob", "Job")]
+
+
+@pytest.mark.parametrize("doc", WORKLOADS, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_pod_runs_hardened(doc: dict[str, Any]) -> None:
+    """docs/security.md, production: non-root, no privilege escalation, no capabilities, a
+    read-only root filesystem, the runtime's seccomp profile, no service account token."""
+    pod = _pod(doc)
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] > 0
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in _containers(doc):
+        hardened = container["securityContext"]
+        assert hardened["allowPrivilegeEscalation"] is False, container["name"]
+        assert hardened["readOnlyRootFilesystem"] is True, container["name"]
+        assert hardened["capabilities"] == {"drop": ["ALL"]}, container["name"]
+    # A secret file mounted for a non-root user must be readable by it: group-readable
+    # through fsGroup, never world-readable.
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            assert "fsGroup" in context and volume["secret"]["defaultMode"] & 0o007 == 0, volume["name"]
+
+
+@pytest.mark.parametrize("doc", WORKLOADS, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_image_is_pinned(doc: dict[str, Any]) -> None:
+    """No `latest`, no untagged image: a rollout or a rescheduled pod runs what was tested.
+    The project's images carry the package's version (docs/images.md)."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for container in _containers(doc):
+        repository, _, tag = container["image"].rpartition(":")
+        assert repository and re.fullmatch(r"\d+\.\d+\.\d+", tag), container["image"]
+        if repository.startswith("registry.example.com/onboarding"):
+            assert tag == version, container["image"]
+
+
+# Which ACL user (ops/redis_acl.py) each component's REDIS_URL must name.
+REDIS_ROLE = {
+    "onboarding-listener": "listener",
+    "onboarding-sla": "sla",
+    "onboarding-rq-worker": "worker",
+    "onboarding-rq-cron": "worker",
+    "onboarding-metadata-archive": "worker",
+}
+
+
+def test_each_component_connects_to_redis_as_its_own_acl_user() -> None:
+    from ops.redis_acl import roles
+
+    names = {role.name for role in roles()}
+    seen = {}
+    for doc in WORKLOADS:
+        for env in _envs(doc):
+            if env["name"] == "REDIS_URL":
+                ref = env["valueFrom"]["secretKeyRef"]
+                seen[doc["metadata"]["name"]] = ref["name"]
+                assert ref["key"] == "url"
+    assert seen == {name: f"onboarding-redis-{role}" for name, role in REDIS_ROLE.items()}
+    assert set(REDIS_ROLE.values()) <= names
+    # Nothing refers to a shared Secret of the default user any more.
+    text = "\n".join(path.read_text() for path in MANIFESTS)
+    assert not re.search(r"name: onboarding-redis, key:", text)
+
+
+def test_redis_loads_every_role_from_the_rendered_acl_file_with_the_default_user_off() -> None:
+    """The shape tests/deploy/test_redis_server.py runs for real."""
+    from ops.redis_acl import SERVER_ROLES, roles
+
+    conf = find("ConfigMap", "onboarding-redis")["data"]["redis.conf"]
+    aclfile = re.search(r"^aclfile (\S+)$", conf, re.MULTILINE)
+    assert aclfile and re.search(r"^masteruser replica$", conf, re.MULTILINE)
+    for name in ("onboarding-redis", "onboarding-redis-replica"):
+        pod = _pod(find("StatefulSet", name))
+        (init,) = pod["initContainers"]
+        assert init["args"] == ["onboarding-redis-acl", "render", "--server", "--output", aclfile.group(1)]
+        wanted = {f"REDIS_ACL_PASSWORD_{role.name.upper()}_FILE" for role in [*roles(), *SERVER_ROLES]}
+        assert {env["name"] for env in init["env"]} == wanted
+        (redis_container,) = pod["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in redis_container["volumeMounts"]}
+        assert mounts[str(Path(aclfile.group(1)).parent)] == "acl"
+        acl_volume = next(v for v in pod["volumes"] if v["name"] == "acl")
+        assert acl_volume["emptyDir"]["medium"] == "Memory"  # password hashes never on a disk
+        command = " ".join(redis_container["command"])
+        assert "--requirepass" not in command and '--masterauth "$REPLICA_PASSWORD"' in command
+        assert "--user probe" in redis_container["readinessProbe"]["exec"]["command"][-1]
+
+
+def test_the_access_job_may_touch_exactly_the_listener_secret_that_the_pods_mount() -> None:
+    """The Helm user Job (deploy/helm/realtime-values.yaml) runs as onboarding-access; its Role
+    is what tests/unit/test_access_secret.py's fake API enforces."""
+    secret = find("Secret", "onboarding-airflow-listener")
+    assert not secret.get("data")
+    role = find("Role", "onboarding-access")
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["onboarding-airflow-listener"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    binding = find("RoleBinding", "onboarding-access")
+    assert binding["roleRef"]["name"] == "onboarding-access"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "onboarding-access"}]
+    find("ServiceAccount", "onboarding-access")
+    for name in ("onboarding-listener", "onboarding-sla"):
+        pod = _pod(find("Deployment", name))
+        volumes = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        assert volumes == ["onboarding-airflow-listener"], name

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ops import access
 from testkit.fake_kube import FakeKube, fake_kube
@@ -15,9 +16,19 @@ from testkit.fake_kube import FakeKube, fake_kube
 SECRET = "onboarding-airflow-listener"
 
 
+def rbac_secret_names() -> set[str]:
+    """The Secrets the Job's Role in deploy/k8s/access-rbac.yaml may get and patch."""
+    docs = yaml.safe_load_all((Path(__file__).parents[2] / "deploy" / "k8s" / "access-rbac.yaml").read_text())
+    (rule,) = next(doc for doc in docs if doc and doc["kind"] == "Role")["rules"]
+    assert set(rule["verbs"]) == {"get", "patch"}
+    return set(rule["resourceNames"])
+
+
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    with fake_kube("onboarding", "sa-token", {SECRET}, {SECRET: {}, "other": {}}) as kube:
+    allowed = rbac_secret_names()
+    assert allowed == {SECRET}
+    with fake_kube("onboarding", "sa-token", allowed, {SECRET: {}, "other": {}}) as kube:
         for key, value in kube.env(tmp_path / "token").items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("ACCESS_ADMIN_PASSWORD", "admin-pw")
