@@ -371,7 +371,7 @@ def test_the_build_context_has_every_copy_source_and_nothing_secret(context: set
                 wanted = {
                     p.relative_to(ROOT).as_posix()
                     for p in (ROOT / source).rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts
+                    if p.is_file() and "__pycache__" not in p.parts and not SECRET_FILE.search(p.name)
                 }
                 assert wanted and wanted <= context, f"{path.name}: .dockerignore drops {sorted(wanted - context)[:5]}"
             else:
@@ -596,7 +596,7 @@ def test_the_rq_worker_and_cron_run_and_pass_their_liveness_probe(
     installed: Installed, redis_client: redis.Redis, start: Callable[..., Service]
 ) -> None:
     """deploy/k8s/rq.yaml's commands, and its worker's exec probe, from the fresh venv."""
-    manifests = {c["name"]: c for c in _containers() if c["image"].startswith(f"{REGISTRY}/onboarding:")}
+    manifests = {c["name"]: c for c in _containers(ROOT / "deploy" / "k8s" / "rq.yaml")}
     environment = {"REDIS_URL": TEST_REDIS_URL, "ARCHIVE_DIR": str(installed.base / "archive"), "LOG_FORMAT": "json"}
 
     def argv(args: list[str]) -> list[str]:
@@ -813,9 +813,9 @@ def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     return template.get("spec") if isinstance(template, dict) else None
 
 
-def _containers(path: Path | None = None) -> list[dict[str, Any]]:
-    docs = _k8s_documents() if path is None else [d for d in yaml.safe_load_all(path.read_text()) if d]
-    specs = [s for s in map(_pod_spec, docs) if s is not None]
+def _containers(path: Path) -> list[dict[str, Any]]:
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    specs = [spec for spec in map(_pod_spec, docs) if spec is not None]
     return [c for s in specs for c in s.get("containers", []) + s.get("initContainers", [])]
 
 
