@@ -154,16 +154,24 @@ def test_up_decides_on_realtime_while_batch_runs_and_down_stops_everything(stack
     assert len(records) >= len(SERVICES) and len(pids) > len(records)
     down = stack_cmd(env, "down", timeout_s=400)
     assert down.returncode == 0, down.stdout + down.stderr
-    alive = [pid for pid in pids if _alive(pid)]
-    assert alive == []
+    alive = {pid: _cmdline(pid) for pid in pids if _alive(pid)}
+    assert alive == {}
     after = status(env)
     assert all(after[name] == "down" for name in SERVICES), after
     assert stack_cmd(env, "status").returncode == 3
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie has ended: only its parent, or an init that does not reap, holds it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"

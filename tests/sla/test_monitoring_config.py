@@ -149,7 +149,37 @@ def test_every_alert_has_a_runbook_section() -> None:
                 if "alert" not in rule:
                     continue
                 assert rule["alert"] in headings, f"no '## {rule['alert']}' in docs/runbooks.md"
-                assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+                expected = f"{{{{ $externalLabels.runbook_base_url }}}}#{rule['alert'].lower()}"
+                assert rule["annotations"]["runbook_url"] == expected
+
+
+def test_runbook_urls_are_absolute_from_one_base_in_every_prometheus_config() -> None:
+    """Alertmanager and Grafana open a runbook_url as it is: it must be absolute. The base is
+    set once per Prometheus (global.external_labels.runbook_base_url); promtool's tests
+    expand it (rules_test.yml: https://runbooks.example.com/...#sloburnratefast)."""
+    import re
+
+    k8s = yaml.safe_load((ROOT / "deploy" / "k8s" / "prometheus.yaml").read_text())["data"]["prometheus.yml"]
+    configs = {"deploy/prometheus/prometheus.yml": (PROMETHEUS / "prometheus.yml").read_text(), "deploy/k8s": k8s}
+    for where, text in configs.items():
+        base = yaml.safe_load(text)["global"]["external_labels"]["runbook_base_url"]
+        assert re.fullmatch(r"https://[^#\s]+/runbooks\.md", base), where
+    # Grafana's links use the same base (a constant dashboard variable).
+    dashboard = json.loads(DASHBOARD.read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "runbook_base_url"]
+    assert variable["type"] == "constant" and variable["query"] == base
+    texts = [p["options"]["content"] for p in dashboard["panels"] if p.get("type") == "text"]
+    assert all("docs/runbooks.md" not in text for text in texts)
+    assert any("${runbook_base_url}#decisionsoverdue" in text for text in texts)
+    for test_file in ("rules_test.yml", "rules_archive_test.yml"):
+        spec = yaml.safe_load((PROMETHEUS / "tests" / test_file).read_text())
+        urls = [
+            (test["external_labels"]["runbook_base_url"], alert["exp_annotations"]["runbook_url"])
+            for test in spec["tests"]
+            for case in test.get("alert_rule_test", [])
+            for alert in case.get("exp_alerts", [])
+        ]
+        assert urls and all(url.startswith(f"{base}#") and base.startswith("https://") for base, url in urls)
 
 
 @pytest.fixture
