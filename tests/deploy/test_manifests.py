@@ -1,7 +1,7 @@
 """Every production manifest validates: Kubernetes objects against the Kubernetes JSON
 schemas (kubernetes-validate, offline, strict: unknown fields fail), KEDA objects against
-the CRD schemas vendored in tests/deploy/schemas/, Helm values against the Airflow chart's
-values schema (a closed subset, see its $comment). And the manifests agree with the code:
+the CRD schemas vendored in tests/deploy/schemas/ (the Helm values against the chart's
+schema: test_helm_values.py). And the manifests agree with the code:
 probes hit the listener's health check, KEDA watches the listener's stream and group, no
 secret is written in clear."""
 
@@ -167,20 +167,6 @@ def test_prometheus_scrapes_the_annotated_pods() -> None:
         and doc["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/scrape") == "true"
     ]
     assert {"onboarding-listener", "onboarding-rq-worker"} <= set(scraped)
-
-
-@pytest.mark.parametrize("path", VALUES, ids=lambda p: p.name)
-def test_helm_values_validate_against_the_chart_schema(path: Path) -> None:
-    schema = json.loads((SCHEMAS / "airflow-chart-values.subset.schema.json").read_text())
-    jsonschema.validate(yaml.safe_load(path.read_text()), schema)
-
-
-def test_the_values_schema_rejects_a_misspelt_key() -> None:
-    schema = json.loads((SCHEMAS / "airflow-chart-values.subset.schema.json").read_text())
-    values = yaml.safe_load((HELM_DIR / "realtime-values.yaml").read_text())
-    values["workers"]["replica"] = 2
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(values, schema)
 
 
 def test_realtime_helm_config_carries_the_local_latency_settings() -> None:
