@@ -166,10 +166,8 @@ def test_the_access_job_runs_onboarding_access_as_its_service_account() -> None:
     ]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["onboarding-access"] == "ops.access:main"
-    rbac = ROOT / "deploy" / "k8s" / "access-rbac.yaml"
-    if not rbac.exists():
-        pytest.skip("deploy/k8s/access-rbac.yaml not in this checkout")
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rbac.read_text()) if d}
+    rbac = (ROOT / "deploy" / "k8s" / "access-rbac.yaml").read_text()
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rbac) if d}
     assert ("ServiceAccount", "onboarding-access") in docs
     rules = docs[("Role", "onboarding-access")]["rules"]
     assert [r["resourceNames"] for r in rules] == [["onboarding-airflow-listener"]]
