@@ -134,7 +134,7 @@ def _redis_urls(node: object, where: tuple[str, ...] = ()) -> Iterator[tuple[tup
 
 @pytest.mark.parametrize("instance", INSTANCES)
 def test_redis_urls_are_per_role_secrets_for_the_pods_that_need_them(instance: str) -> None:
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for where, env in _redis_urls(values(instance)):
         assert where[-1] == "env" and len(where) == 2, f"REDIS_URL at {where}: only a component's own env"
         ref = env["valueFrom"]["secretKeyRef"]
