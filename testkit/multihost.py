@@ -26,6 +26,7 @@ import json
 import os
 import pwd
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,7 @@ SCHEDULER_HEALTH_PORT = 8974
 LISTENER_PORT = 9108  # listener i on LISTENER_PORT + i
 
 _started = time.monotonic()
+_SUCCEEDED = re.compile(r"^(\S+Z) .*Task execute_workload\[[^]]+\] succeeded in ([0-9.]+)s")
 
 
 def say(message: str) -> None:
@@ -139,14 +141,18 @@ class Decided:
 
     count: Counter[str] = field(default_factory=Counter)
     published_at: dict[str, float] = field(default_factory=dict)  # epoch seconds
+    accepted_at: dict[str, float] = field(default_factory=dict)  # by the listener, epoch seconds
     errors: dict[str, str] = field(default_factory=dict)
 
 
 class MultihostStack:
     """The rehearsal's components on their hosts; build it with `multihost_stack()`."""
 
-    def __init__(self, net: Network, work: Path, model_dir: Path, pg_dir: Path) -> None:
+    def __init__(
+        self, net: Network, work: Path, model_dir: Path, pg_dir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.net = net
+        self.extra_env = dict(extra_env or {})
         self.work = work
         self.model_dir = model_dir
         self.pg_dir = pg_dir
@@ -183,6 +189,7 @@ class MultihostStack:
             "AIRFLOW__API__HOST": self.net.ip("control"),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            **self.extra_env,
         }
 
     def _process(self, host: str, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
@@ -451,6 +458,8 @@ class MultihostStack:
                         with contextlib.suppress(KeyError, ValueError, TypeError):
                             published = data["timestamps"]["published_at"]
                             found.published_at[event_id] = datetime.fromisoformat(published).timestamp()
+                            accepted = data["timestamps"]["accepted_at"]
+                            found.accepted_at[event_id] = datetime.fromisoformat(accepted).timestamp()
                     if data.get("error"):
                         found.errors[event_id] = str(data["error"])[:200]
             finally:
@@ -526,6 +535,20 @@ class MultihostStack:
             return sorted(name for answer in answers for name in answer)
         return []
 
+    def workload_seconds(self, since: float, until: float) -> list[float]:
+        """How long each Celery workload held a worker slot (Celery's "succeeded in N s", from
+        the workers' logs), for the workloads that ended between `since` and `until` (time.time())."""
+        found = []
+        for name in WORKERS.values():
+            process = self.processes.get(name)
+            if process is None or not process.log_file.exists():
+                continue
+            for line in process.log_file.read_text(errors="replace").splitlines():
+                match = _SUCCEEDED.match(line)
+                if match and since <= datetime.fromisoformat(match.group(1)).timestamp() <= until:
+                    found.append(float(match.group(2)))
+        return found
+
     # -- CPU -----------------------------------------------------------------------------------
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -550,10 +573,15 @@ class MultihostStack:
 
 @contextlib.contextmanager
 def multihost_stack(
-    work: Path, model_dir: Path, workers: Iterable[str] = tuple(WORKERS), sysctls: dict[str, str] | None = None
+    work: Path,
+    model_dir: Path,
+    workers: Iterable[str] = tuple(WORKERS),
+    sysctls: dict[str, str] | None = None,
+    airflow_env: dict[str, str] | None = None,
 ) -> Iterator[MultihostStack]:
     """The rehearsal started on its hosts (with `workers` running); every process stopped and
-    every host deleted afterwards, also when the body raises."""
+    every host deleted afterwards, also when the body raises. `airflow_env`: settings added to
+    every Airflow process (e.g. AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL)."""
     pg_dir = Path(tempfile.mkdtemp(prefix="onbt-pg-"))
     try:
         with network(HOSTS) as net:
@@ -561,7 +589,7 @@ def multihost_stack(
             for key, value in (sysctls or {}).items():
                 for host in HOSTS:
                     net.sysctl(host, key, value)
-            stack = MultihostStack(net, work, model_dir, pg_dir)
+            stack = MultihostStack(net, work, model_dir, pg_dir, airflow_env)
             try:
                 stack.start(workers)
                 yield stack
