@@ -2,8 +2,8 @@
 side, and a worker host's link cut mid-task.
 
     python benchmarks/multihost.py [--burst 40] [--signups 30] [--rate 2] [--cut-seconds 60]
-                                   [--skip-cut] [--sysctl KEY=VALUE] [--airflow-setting KEY=VALUE]
-                                   [--json FILE] [--keep]
+                                   [--skip-cut | --skip-throughput] [--sysctl KEY=VALUE]
+                                   [--airflow-setting KEY=VALUE] [--json FILE] [--keep]
 
 The hosts are Linux network namespaces on one switch (`testkit.multihost`; needs root,
 redis-server, PostgreSQL's server binaries, setpriv and unshare): `data` (Redis, PostgreSQL),
@@ -17,11 +17,12 @@ redis-server, PostgreSQL's server binaries, setpriv and unshare): `data` (Redis,
    benchmarks/celery_scaleout.py. During each burst the CPU of every component (its whole
    process tree, task processes included) and of the whole machine is measured from /proc,
    with each onboarding task's duration (start to end, from the metadata database): together
-   they say whether the worker slots or the machine's cores bound the figure.
-2. The cut (skipped with --skip-cut): --signups at --rate per second; once worker-a holds a
-   running onboarding task, its link goes down for --cut-seconds, then comes back, and 10 more
-   signups follow; every signup must be decided exactly once (tests/e2e/test_multihost.py is
-   the CI form of this step).
+   they say whether the worker slots or the machine's cores bound the figure. Every Airflow
+   process can be given a setting to try (--airflow-setting).
+2. The cut (skipped with --skip-cut; --skip-throughput skips step 1): --signups at --rate
+   per second; once worker-a holds a running onboarding task, its link goes down for
+   --cut-seconds, then comes back, and 10 more signups follow; every signup must be decided
+   exactly once (tests/e2e/test_multihost.py is the CI form of this step).
 
 Prints a Markdown summary and the command (progress on stderr); --json writes every figure.
 Results: docs/rehearsal.md.
@@ -170,11 +171,13 @@ def run(args: argparse.Namespace, command: str) -> Report:
         settings = dict(item.split("=", 1) for item in args.airflow_setting)
         with multihost_stack(work, model_dir, ("workera",), sysctls, settings) as stack:
             try:
-                say(f"throughput: burst of {args.burst} with worker-a only")
-                report.bursts.append(burst(stack, 1, args.burst))
+                if not args.skip_throughput:
+                    say(f"throughput: burst of {args.burst} with worker-a only")
+                    report.bursts.append(burst(stack, 1, args.burst))
                 stack.start_worker("workerb")
-                say(f"throughput: burst of {args.burst} with worker-a and worker-b")
-                report.bursts.append(burst(stack, 2, args.burst))
+                if not args.skip_throughput:
+                    say(f"throughput: burst of {args.burst} with worker-a and worker-b")
+                    report.bursts.append(burst(stack, 2, args.burst))
                 if not args.skip_cut:
                     outcome = rehearse_worker_cut(stack, args.signups, args.rate, args.cut_seconds)
                     report.cut = cut_figures(outcome)
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="signups per second during the cut's flow")
     parser.add_argument("--cut-seconds", type=float, default=60.0, help="how long worker-a's link stays down")
     parser.add_argument("--skip-cut", action="store_true", help="throughput only")
+    parser.add_argument("--skip-throughput", action="store_true", help="the cut only")
     parser.add_argument(
         "--sysctl", action="append", default=[], metavar="KEY=VALUE", help="a network setting for every host"
     )
