@@ -41,11 +41,9 @@ def _probe(stack, count: int | None = None, until: threading.Event | None = None
     """Publish signups one at a time; each one's latency from acceptance to published decision."""
     latencies = []
     while (count is not None and len(latencies) < count) or (until is not None and not until.is_set()):
-        last = stack.redis.xrevrange(stack.streams.decisions_stream, count=1)
-        start = last[0][0].decode() if last else "0-0"
         event = new_signup()
         publish_signup(stack.redis, stack.streams.signups_stream, event)
-        decision = wait_for_decision(stack.redis, stack.streams.decisions_stream, event["event_id"], 120, start)
+        decision = wait_for_decision(stack.redis, stack.streams.decisions_stream, event["event_id"], 120)
         if decision is None:
             raise RuntimeError(f"no decision for {event['event_id']} within 120 s")
         latencies.append(decision.latency_s("accepted_at", "published_at"))

@@ -24,7 +24,7 @@ from listener.deadletters import get_dead_letter, list_dead_letters, replay
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
 from onboarding.airflow import AirflowClient
-from onboarding.decision import DecisionEvent, read_decisions, wait_for_decision
+from onboarding.decision import DecisionEvent, get_decision, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent, OnboardingError
 from onboarding.http import loop_health, loop_liveness, probe, serve_http
 from onboarding.logs import configure_logging
@@ -127,7 +127,6 @@ def publish_main(argv: list[str] | None = None) -> int:
         events = loaded if isinstance(loaded, list) else [loaded]
     else:
         events = [new_signup() for _ in range(args.count)]
-    start_id = _last_id(client, streams.decisions_stream)
     published = []
     for event in events:
         try:
@@ -139,18 +138,13 @@ def publish_main(argv: list[str] | None = None) -> int:
         print(json.dumps({"published": event["event_id"], "user_id": event["user_id"], "entry": entry_id}))
     status = 0
     for event in published if args.wait > 0 else []:
-        decision = wait_for_decision(client, streams.decisions_stream, event["event_id"], args.wait, start_id)
+        decision = wait_for_decision(client, streams.decisions_stream, event["event_id"], args.wait)
         if decision is None:
             print(f"no decision for {event['event_id']} within {args.wait:g} s", file=sys.stderr)
             status = 1
         else:
             print(json.dumps(_summary(decision), indent=2))
     return status
-
-
-def _last_id(client: redis.Redis, stream: str) -> str:
-    last = live_entries(client.xrevrange(stream, count=1))
-    return last[0][0] if last else "0-0"
 
 
 def _summary(event: DecisionEvent) -> dict[str, Any]:
@@ -163,27 +157,34 @@ def _summary(event: DecisionEvent) -> dict[str, Any]:
 
 def decisions_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onboarding-decisions", description="Read decision events.")
-    parser.add_argument("--event-id", help="only this signup's decision")
+    parser.add_argument("--event-id", help="only this signup's decision: one key lookup; with --wait S, wait for it")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="S", help="with --event-id: wait up to S seconds")
     parser.add_argument("--follow", action="store_true", help="keep printing new decisions")
     parser.add_argument("--last", type=int, default=20, help="how many recent decisions to show")
     args = parser.parse_args(argv)
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
-    entries = live_entries(
-        client.xrevrange(streams.decisions_stream, count=args.last if not args.event_id else 100_000)
-    )
+    if args.event_id:
+        if args.wait > 0:
+            found = wait_for_decision(client, streams.decisions_stream, args.event_id, args.wait)
+        else:
+            found = get_decision(client, streams.decisions_stream, args.event_id)
+        if found is None:
+            print(
+                f"no decision for {args.event_id}" + (f" within {args.wait:g} s" if args.wait else ""), file=sys.stderr
+            )
+            return 1
+        print(json.dumps(_summary(found)))
+        return 0
+    entries = live_entries(client.xrevrange(streams.decisions_stream, count=args.last))
     last = "0-0"
     for entry_id, fields in reversed(entries):
-        event = DecisionEvent.from_dict(json.loads(fields[b"payload"]))
         last = entry_id
-        if args.event_id and event.event_id != args.event_id:
-            continue
-        print(json.dumps(_summary(event)))
+        print(json.dumps(_summary(DecisionEvent.from_dict(json.loads(fields[b"payload"])))))
     while args.follow:
         for entry_id, event in read_decisions(client, streams.decisions_stream, after=last):
             last = entry_id
-            if not args.event_id or event.event_id == args.event_id:
-                print(json.dumps(_summary(event)), flush=True)
+            print(json.dumps(_summary(event)), flush=True)
         time.sleep(0.5)
     return 0
 

@@ -2,7 +2,10 @@
 
 Publishing is idempotent per event id: a Lua script sets a marker key and appends to the
 stream in one atomic step, so a retried task or a failure handler racing the normal path
-can never produce a second decision for the same signup.
+can never produce a second decision for the same signup. The same step stores the decision
+under a per-event key and announces it on that key's Pub/Sub channel, so an app waits for
+one decision in O(1) (`wait_for_decision`) instead of scanning the stream. The contract is
+onboarding/schemas/decision.v1.json; docs/integration.md says how apps read it.
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from onboarding.keys import MARKER_TTL_S, marker_key
-from onboarding.streams import live_entries, payload, xread_entries
+from onboarding.keys import DECISION_KEY_TTL_S, MARKER_TTL_S, decision_key, marker_key
+from onboarding.streams import live_entries, payload
 
 DECISION_SCHEMA_VERSION = 1
+SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 # The marker is set only after XADD succeeded: a failed append leaves no marker behind
-# that would make every later attempt think the decision was out.
+# that would make every later attempt think the decision was out. The per-event key and
+# the announcement follow in the same script: nobody sees one without the others.
 _PUBLISH_ONCE = """
 local existing = redis.call('GET', KEYS[2])
 if existing then
@@ -28,8 +35,35 @@ if existing then
 end
 local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[3], 'payload', ARGV[1])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
 return {1, id}
 """
+
+
+@cache
+def decision_schema(version: int = DECISION_SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON Schema of a decision event of this version (onboarding/schemas/decision.v1.json)."""
+    return json.loads((SCHEMA_DIR / f"decision.v{version}.json").read_text(encoding="utf-8"))
+
+
+def _rfc3339(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # `type` reports it
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def decision_errors(data: Any, version: int = DECISION_SCHEMA_VERSION) -> list[str]:
+    """Where `data` breaks the decision contract (empty: it keeps it), date-times checked."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("date-time")(_rfc3339)
+    validator = Draft202012Validator(decision_schema(version), format_checker=checker)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}" for e in validator.iter_errors(data)]
 
 
 def utc_now() -> str:
@@ -94,16 +128,17 @@ def publish_decision(
     stream: str,
     event: DecisionEvent,
     marker_ttl_s: int = MARKER_TTL_S,
+    decision_ttl_s: int = DECISION_KEY_TTL_S,
 ) -> tuple[bool, str]:
-    """Append the decision unless one was already published for this event id.
+    """Append the decision unless one was already published for this event id, store it
+    under its per-event key (`decision_ttl_s`) and announce it on that key's channel.
 
     Returns (published_now, stream_entry_id). Sets `published_at` just before writing.
     """
     event.timestamps.setdefault("published_at", utc_now())
     payload = json.dumps(event.to_dict(), separators=(",", ":"))
-    created, entry_id = client.eval(
-        _PUBLISH_ONCE, 2, stream, marker_key(stream, event.event_id), payload, marker_ttl_s, event.event_id
-    )
+    keys = (stream, marker_key(stream, event.event_id), decision_key(stream, event.event_id))
+    created, entry_id = client.eval(_PUBLISH_ONCE, 3, *keys, payload, marker_ttl_s, event.event_id, decision_ttl_s)
     entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return bool(created), entry
 
@@ -119,21 +154,34 @@ def read_decisions(
     return out
 
 
-def wait_for_decision(
-    client: redis.Redis, stream: str, event_id: str, timeout_s: float, start_id: str = "0-0"
-) -> DecisionEvent | None:
-    """Block until the decision for `event_id` appears on the stream, or time out."""
+def get_decision(client: redis.Redis, stream: str, event_id: str) -> DecisionEvent | None:
+    """The decision of one event, if published within the per-event key's lifetime: one GET."""
+    value = client.get(decision_key(stream, event_id))
+    return DecisionEvent.from_dict(json.loads(value)) if value else None
+
+
+def wait_for_decision(client: redis.Redis, stream: str, event_id: str, timeout_s: float) -> DecisionEvent | None:
+    """Block until the decision for `event_id` is published, or time out (None).
+
+    Subscribes to the event's channel first, then reads its key: a decision published
+    before the call is found by the read, one published after it arrives on the channel,
+    and none falls between the two. Costs O(1) whatever the stream holds."""
     import time
 
-    deadline = time.monotonic() + timeout_s
-    last = start_id
-    while True:
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
-            return None
-        reply = client.xread({stream: last}, count=100, block=min(remaining_ms, 1000))
-        for entry_id, fields in live_entries(xread_entries(reply)):
-            last = entry_id
-            event = DecisionEvent.from_dict(json.loads(payload(fields)))
-            if event.event_id == event_id:
-                return event
+    channel = decision_key(stream, event_id)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel)
+        deadline = time.monotonic() + timeout_s
+        found = get_decision(client, stream, event_id)
+        while found is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # A message lost to a reconnect would still have left the key behind.
+                return get_decision(client, stream, event_id)
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            if message is not None and message.get("type") == "message":
+                found = DecisionEvent.from_dict(json.loads(message["data"]))
+        return found
+    finally:
+        pubsub.close()

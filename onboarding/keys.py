@@ -11,6 +11,8 @@ rules and `onboarding-erase` always agree on them.
     <signups>:awaiting:conf          SLA: the run conf of each awaiting event (hash)
     <decisions>                      the decisions stream (default "decisions")
     <decisions>:published:<event>    publish step: the once-only marker of a decision
+    <decisions>:event:<event>        publish step: the decision itself, for a lookup by event id;
+                                     also the Pub/Sub channel its publication is announced on
     <signups>:dead                   dead letters (default "signups:dead")
     onboarding:archive:lock          archiver: at most one run at a time
     risk:drift:psi                   drift DAG: the latest population stability index
@@ -38,6 +40,8 @@ DRIFT_KEY = "risk:drift:psi"
 # A retried signup within this horizon is recognised (fingerprint) and decided once (marker).
 FINGERPRINT_TTL_S = 30 * 24 * 3600
 MARKER_TTL_S = 30 * 24 * 3600
+# A decision can be looked up by event id as long as the decisions stream keeps it.
+DECISION_KEY_TTL_S = 7 * 24 * 3600
 
 
 def run_id_for(event_id: str) -> str:
@@ -60,6 +64,15 @@ def marker_key(decisions_stream: str, event_id: str) -> str:
 
 def marker_pattern(decisions_stream: str) -> str:
     return f"{decisions_stream}:published:*"
+
+
+def decision_key(decisions_stream: str, event_id: str) -> str:
+    """The decision of one event (its JSON payload), and the channel announcing it."""
+    return f"{decisions_stream}:event:{event_id}"
+
+
+def decision_pattern(decisions_stream: str) -> str:
+    return f"{decisions_stream}:event:*"
 
 
 def awaiting_key(signups_stream: str) -> str:

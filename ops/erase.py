@@ -3,7 +3,7 @@
 Where a user's data lives, and what is removed (docs/security.md, "Personal data"):
 
 - the signups stream: their signup events (XDEL);
-- the decisions stream: their decisions (XDEL), and the once-only markers of those events;
+- the decisions stream: their decisions (XDEL), the once-only markers and per-event decision keys of those events;
 - the dead letters: letters whose original payload names them (XDEL);
 - the listener's fingerprint keys of their events (DEL);
 - the realtime Airflow: their DAG runs, with task instances, XComs and rendered fields
@@ -91,6 +91,7 @@ def erase_from_streams(
     report.event_ids = sorted(events | decided | dead)
     candidates = [keys.fingerprint_key(streams.signups_stream, e) for e in report.event_ids]
     candidates += [keys.marker_key(streams.decisions_stream, e) for e in report.event_ids]
+    candidates += [keys.decision_key(streams.decisions_stream, e) for e in report.event_ids]
     report.keys = [key for key in candidates if client.exists(key)]
     if not dry_run:
         for stream, ids in (

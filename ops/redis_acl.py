@@ -55,12 +55,23 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
     s = streams or StreamSettings()
     signups, decisions, dead = _glob(s.signups_stream), _glob(s.decisions_stream), _glob(s.dead_letter_stream)
     fingerprints, markers = keys.fingerprint_pattern(signups), keys.marker_pattern(decisions)
+    per_event = keys.decision_pattern(decisions)  # a decision by event id: key and channel
     awaiting, awaiting_conf = keys.awaiting_key(signups), keys.awaiting_conf_key(signups)
     return [
         Role(
             "app",
-            "product app: add signups, read decisions",
-            (f"%W~{signups}", f"%R~{decisions}", "-@all", *_CONNECT, "+xadd", "+xread", "+xrange", "+xrevrange"),
+            "product app: add signups, read decisions (the stream, or one by event id and its announcement)",
+            (
+                f"%W~{signups}",
+                f"%R~{decisions}",
+                f"%R~{per_event}",
+                f"&{per_event}",
+                "-@all",
+                *_CONNECT,
+                *"+xadd +xread +xrange +xrevrange +get +subscribe +unsubscribe".split(),
+                # A feed of decisions with acknowledgement: the app's own consumer group.
+                f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending)",
+            ),
         ),
         Role(
             "listener",
@@ -85,18 +96,22 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
         ),
         Role(
             "publisher",
-            "onboarding DAG tasks: publish each decision once (Lua: GET marker, XADD, SET marker)",
+            "onboarding DAG tasks: publish each decision once (Lua: GET marker, XADD, SET marker and "
+            "the per-event key, PUBLISH on its channel)",
             # Commands a script calls are checked against the caller's ACL too (Redis 7).
             # EVAL declares both keys, so it needs a selector holding both; the commands inside
             # still need their own grants, and there is none for reading the decisions.
             (
                 f"~{markers}",
+                f"%W~{per_event}",
+                f"&{per_event}",
                 "-@all",
                 *_CONNECT,
                 "+get",
                 "+set",
+                "+publish",
                 f"(%W~{decisions} +xadd)",
-                f"(~{decisions} ~{markers} +eval)",
+                f"(~{decisions} ~{markers} ~{per_event} +eval)",
             ),
         ),
         Role(

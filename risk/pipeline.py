@@ -129,6 +129,7 @@ def publish(event: DecisionEvent) -> str:
         config.streams.decisions_stream,
         event,
         config.decision_marker_ttl_s,
+        config.decision_key_ttl_s,
     )
 
 

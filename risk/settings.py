@@ -25,6 +25,7 @@ class RiskSettings:
     gate_max_cost_increase: float = 0.0
     gate_max_auc_drop: float = 0.005
     decision_marker_ttl_s: int = 30 * 24 * 3600
+    decision_key_ttl_s: int = 7 * 24 * 3600  # as long as the decisions stream keeps it
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RiskSettings:
@@ -38,4 +39,5 @@ class RiskSettings:
             gate_max_cost_increase=env.float("RISK_GATE_MAX_COST_INCREASE", cls.gate_max_cost_increase, minimum=0.0),
             gate_max_auc_drop=env.float("RISK_GATE_MAX_AUC_DROP", cls.gate_max_auc_drop, minimum=0.0),
             decision_marker_ttl_s=env.int("DECISION_MARKER_TTL_S", cls.decision_marker_ttl_s, minimum=60),
+            decision_key_ttl_s=env.int("DECISION_KEY_TTL_S", cls.decision_key_ttl_s, minimum=60),
         )

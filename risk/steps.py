@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from onboarding.decision import DecisionEvent, publish_decision, utc_now
+from onboarding.keys import DECISION_KEY_TTL_S
 from risk.artifacts import LoadedModel
 from risk.errors import StageFailed
 from risk.model import generic_reason_text, probability_bad, reason_codes
@@ -139,8 +140,10 @@ def decision_event(
     )
 
 
-def publish(client: redis.Redis, stream: str, event: DecisionEvent, marker_ttl_s: int) -> str:
-    published, entry_id = publish_decision(client, stream, event, marker_ttl_s)
+def publish(
+    client: redis.Redis, stream: str, event: DecisionEvent, marker_ttl_s: int, decision_ttl_s: int = DECISION_KEY_TTL_S
+) -> str:
+    published, entry_id = publish_decision(client, stream, event, marker_ttl_s, decision_ttl_s)
     if published:
         logger.info("onboarding: published decision=%s event_id=%s entry=%s", event.decision, event.event_id, entry_id)
     else:

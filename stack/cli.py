@@ -23,7 +23,6 @@ from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
 from onboarding.publisher import publish_signup
 from onboarding.settings import StreamSettings
-from onboarding.streams import live_entries
 from risk.samples import new_signup
 from stack.errors import StackError
 from stack.local import Stack, step
@@ -34,12 +33,10 @@ def demo(stack: Stack) -> int:
     stack.up()
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
-    last = live_entries(client.xrevrange(streams.decisions_stream, count=1))
-    start_id = last[0][0] if last else "0-0"
     event = new_signup()
     publish_signup(client, streams.signups_stream, event)
     step(f"published sample signup {event['event_id']} for {event['user_id']}; waiting for its decision")
-    decision = wait_for_decision(client, streams.decisions_stream, event["event_id"], 60, start_id)
+    decision = wait_for_decision(client, streams.decisions_stream, event["event_id"], 60)
     if decision is None:
         print("no decision within 60 s; see `onboarding-stack logs`", file=sys.stderr)
         return 1

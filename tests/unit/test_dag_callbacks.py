@@ -12,7 +12,7 @@ import pytest
 import redis
 from airflow.sdk.exceptions import AirflowFailException
 
-from onboarding.decision import DecisionEvent, publish_decision
+from onboarding.decision import DecisionEvent, decision_errors, publish_decision
 from onboarding.schema import validate_signup
 from risk import pipeline, steps
 from risk.samples import new_signup
@@ -39,7 +39,11 @@ def context_for(event: dict) -> dict:
 
 
 def decisions(client: redis.Redis) -> list[dict]:
-    return [json.loads(fields[b"payload"]) for _id, fields in client.xrange("decisions")]
+    """Every published decision, each checked against the contract (decision.v1.json)."""
+    found = [json.loads(fields[b"payload"]) for _id, fields in client.xrange("decisions")]
+    for decision in found:
+        assert decision_errors(decision) == [], decision
+    return found
 
 
 class FakeTaskInstance:

@@ -15,7 +15,7 @@ import redis
 from listener.consumer import Listener
 from listener.settings import ListenerSettings
 from onboarding.decision import DecisionEvent, publish_decision
-from onboarding.keys import marker_key
+from onboarding.keys import decision_key, marker_key
 from onboarding.publisher import publish_raw, publish_signup
 from onboarding.settings import StreamSettings
 from ops.erase import erase_from_streams
@@ -65,7 +65,13 @@ def test_erase_removes_one_users_entries_and_keys_only(redis_client: redis.Redis
     events = _traffic(redis_client)
     alice_keys = [f"{STREAMS.signups_stream}:fingerprint:{e['event_id']}" for e in events["alice"]]
     alice_keys += [marker_key(STREAMS.decisions_stream, e["event_id"]) for e in events["alice"]]
-    assert all(redis_client.exists(k) for k in alice_keys)
+    decided = [
+        e["event_id"]
+        for e in events["alice"]
+        if redis_client.exists(marker_key(STREAMS.decisions_stream, e["event_id"]))
+    ]
+    alice_keys += [decision_key(STREAMS.decisions_stream, event_id) for event_id in decided]
+    assert len(decided) == 3 and all(redis_client.exists(k) for k in alice_keys)
     before = {s: redis_client.xlen(s) for s in (STREAMS.signups_stream, STREAMS.decisions_stream)}
 
     dry = erase_from_streams(redis_client, STREAMS, "alice", dry_run=True)
@@ -81,6 +87,7 @@ def test_erase_removes_one_users_entries_and_keys_only(redis_client: redis.Redis
     assert not any(redis_client.exists(k) for k in alice_keys)
     bob_marker = marker_key(STREAMS.decisions_stream, events["bob"][0]["event_id"])
     assert redis_client.exists(bob_marker)
+    assert redis_client.exists(decision_key(STREAMS.decisions_stream, events["bob"][0]["event_id"]))
     assert erase_from_streams(redis_client, STREAMS, "alice").signups == [], "erasing twice finds nothing"
 
 

@@ -22,8 +22,8 @@ from listener.consumer import Listener
 from listener.metrics import ListenerMetrics
 from listener.settings import ListenerSettings
 from onboarding.awaiting import awaiting_before, awaiting_count, awaiting_key, clear_awaiting, record_accepted
-from onboarding.decision import DecisionEvent, publish_decision, read_decisions
-from onboarding.keys import marker_key
+from onboarding.decision import DecisionEvent, publish_decision, read_decisions, wait_for_decision
+from onboarding.keys import decision_key, marker_key
 from onboarding.publisher import publish_raw, publish_signup
 from onboarding.settings import StreamSettings
 from ops.redis_acl import apply, render, roles
@@ -112,7 +112,18 @@ def test_app_adds_signups_and_reads_decisions_only(
     assert app.xread({STREAMS.decisions_stream: "0-0"})
     assert app.xrange(STREAMS.decisions_stream)
     assert redis_client.xlen(STREAMS.signups_stream) == 1
+    # One decision by event id (the per-event key and its announcement), as the clients wait.
+    published = DecisionEvent("e2", "u2", "approve", 0.1, [], "v1", "signup__e2")
+    publish_decision(redis_client, STREAMS.decisions_stream, published)
+    assert wait_for_decision(app, STREAMS.decisions_stream, "e2", timeout_s=2) == published
+    # A feed through the app's own consumer group, with acknowledgement.
+    app.xgroup_create(STREAMS.decisions_stream, "app-feed", id="0")
+    feed = app.xreadgroup("app-feed", "app-1", {STREAMS.decisions_stream: ">"}, count=10)
+    assert app.xack(STREAMS.decisions_stream, "app-feed", *[entry_id for entry_id, _ in feed[0][1]]) == 2
     for call in (
+        lambda: app.set(decision_key(STREAMS.decisions_stream, "e3"), "{}"),  # forge a lookup
+        lambda: app.publish(decision_key(STREAMS.decisions_stream, "e3"), "{}"),  # forge an announcement
+        lambda: app.xgroup_destroy(STREAMS.decisions_stream, "app-feed"),
         lambda: app.xrange(STREAMS.signups_stream),  # other applicants' data
         lambda: app.xadd(STREAMS.decisions_stream, {"payload": "{}"}),  # forge a decision
         lambda: app.delete(STREAMS.signups_stream),
@@ -179,6 +190,7 @@ def test_publisher_publishes_once_and_cannot_read_applications(
     assert publish_decision(publisher, STREAMS.decisions_stream, event)[0] is False
     assert [e.event_id for _id, e in read_decisions(redis_client, STREAMS.decisions_stream)] == ["e-1"]
     for call in (
+        lambda: publisher.get(decision_key(STREAMS.decisions_stream, event.event_id)),  # reads no decision back
         lambda: publisher.xrange(STREAMS.signups_stream),
         lambda: publisher.xrange(STREAMS.decisions_stream),
         lambda: publisher.xadd(STREAMS.signups_stream, {"payload": "{}"}),
