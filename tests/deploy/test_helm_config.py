@@ -52,13 +52,6 @@ ALLOWED_DIFFERENCES = (
     Allowed(
         "batch",
         "core",
-        "auth_manager",
-        "SimpleAuthManager, Airflow's default, which the local cfg leaves implicit; the values name it because "
-        "the chart's own default config may name FAB for Airflow 3",
-    ),
-    Allowed(
-        "batch",
-        "core",
         "simple_auth_manager_passwords_file",
         "a path: the Secret batch-airflow-admin mounted into the api-server; locally the stack sets it by "
         "environment into the instance home",
