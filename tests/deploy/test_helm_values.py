@@ -162,7 +162,9 @@ def test_the_access_job_runs_onboarding_access_as_its_service_account() -> None:
         {
             "name": "ACCESS_ADMIN_PASSWORD",
             "valueFrom": {"secretKeyRef": {"name": "realtime-airflow-admin", "key": "password"}},
-        }
+        },
+        # The api-servers do not sync FAB permissions at start; the Job must (as stack/instance.py does).
+        {"name": "AIRFLOW__FAB__UPDATE_FAB_PERMS", "value": "True"},
     ]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["onboarding-access"] == "ops.access:main"
