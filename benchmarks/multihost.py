@@ -211,8 +211,16 @@ COMPONENTS = (
 
 
 def markdown(report: Report) -> str:
+    lines = [f"`{report.command}` ({report.when}, {report.host})"]
+    if report.bursts:
+        lines += throughput_table(report)
+    if report.cut:
+        lines += ["", cut_line(report.cut)]
+    return "\n".join(lines)
+
+
+def throughput_table(report: Report) -> list[str]:
     lines = [
-        f"`{report.command}` ({report.when}, {report.host})",
         "",
         "| Celery workers | burst | decisions/s | median latency (s) | median task (s) | median slot hold (s) "
         "| worker slots busy | " + " | ".join(COMPONENTS) + " | rehearsal, all | benchmark process "
@@ -239,21 +247,21 @@ def markdown(report: Report) -> str:
         "end in the metadata database; median slot hold: how long a Celery workload held a worker slot "
         "(Celery's `succeeded in N s`); worker slots busy: the sum of slot holds / (burst duration x slots).",
     ]
-    if report.cut:
-        c = report.cut
-        after = c["decision_after_cut_s"]
-        rejoined = c["rejoined_after_s"]
-        lines += [
-            "",
-            f"Worker cut: worker-a's link down {c['cut_s']:.0f} s while running {c['victim']}; "
-            f"{c['signups']} signups, {c['decisions']} decisions, {c['lost']} lost, {c['decided_twice']} decided "
-            f"twice, {c['not_one_run']} without exactly one run, {c['dead_letters']} dead letters, "
-            f"{c['error_reviews']} `review` by error. The caught signup was decided "
-            f"{'-' if after is None else f'{after:.1f}'} s after the cut ({'; '.join(c['victim_tries'])}); "
-            f"worker-a answered a ping {'-' if rejoined is None else f'{rejoined:.1f}'} s after the heal and "
-            f"ran {c['ran_after_heal']} tasks after it. Tasks per worker over the whole run: {c['tasks_per_worker']}.",
-        ]
-    return "\n".join(lines)
+    return lines
+
+
+def cut_line(c: dict[str, Any]) -> str:
+    after = c["decision_after_cut_s"]
+    rejoined = c["rejoined_after_s"]
+    return (
+        f"Worker cut: worker-a's link down {c['cut_s']:.0f} s while running {c['victim']}; "
+        f"{c['signups']} signups, {c['decisions']} decisions, {c['lost']} lost, {c['decided_twice']} decided "
+        f"twice, {c['not_one_run']} without exactly one run, {c['dead_letters']} dead letters, "
+        f"{c['error_reviews']} `review` by error. The caught signup was decided "
+        f"{'-' if after is None else f'{after:.1f}'} s after the cut ({'; '.join(c['victim_tries'])}); "
+        f"worker-a answered a ping {'-' if rejoined is None else f'{rejoined:.1f}'} s after the heal and "
+        f"ran {c['ran_after_heal']} tasks after it. Tasks per worker over the whole run: {c['tasks_per_worker']}."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
