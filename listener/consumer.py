@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from onboarding.awaiting import record_accepted
 from onboarding.decision import utc_now
 from onboarding.errors import AirflowRejected, AirflowUnavailable, InvalidEvent
 from onboarding.keys import run_id_for
+from onboarding.logs import keys as log_keys
 from onboarding.outages import through_redis_outages
 from onboarding.schema import SignupEvent, parse_signup
 from onboarding.streams import Entry, Fields, deleted_ids, ensure_group, live_entries, text, xread_entries
@@ -192,7 +194,8 @@ class Listener:
     def _lost(self, ids: Sequence[str]) -> None:
         # Only possible if something trimmed the stream below a pending entry.
         self.metrics.events.labels("lost_trimmed").inc(len(ids))
-        logger.error("listener: pending entries were trimmed before they were settled: %s", list(ids))
+        for entry_id in ids:
+            logger.error("listener: a pending entry was trimmed unsettled", extra=log_keys(entry_id=entry_id))
         self.redis.xack(self.stream, self.settings.group, *ids)
 
     def _process(self, entries: list[Entry], count_deliveries: bool) -> int:
@@ -265,7 +268,7 @@ class Listener:
         except Exception as err:
             # A bug or an input nobody foresaw must not take the listener (and, through
             # redelivery, every listener) down: park the entry with the error.
-            logger.exception("listener: unexpected error on entry %s", entry_id)
+            logger.exception("listener: unexpected error on an entry", extra=log_keys(entry_id=entry_id))
             self._dead_letter(entry_id, fields, "internal_error", f"{type(err).__name__}: {err}"[:500])
             return True
         finally:
@@ -298,9 +301,8 @@ class Listener:
             self.redis.xack(self.stream, self.settings.group, entry_id)
             self.metrics.events.labels("already_decided").inc()
             logger.info(
-                "listener: already decided, no run for event_id=%s entry=%s",
-                event.event_id,
-                entry_id,
+                "listener: already decided, no run",
+                extra=log_keys(event_id=event.event_id, run_id=run_id_for(event.event_id), entry_id=entry_id),
             )
             return True
         conf = {**event.to_dict(), "accepted_at": utc_now()}
@@ -316,12 +318,15 @@ class Listener:
         self.metrics.trigger_seconds.observe(time.monotonic() - started)
         self.metrics.events.labels("triggered" if outcome is TriggerOutcome.CREATED else "duplicate").inc()
         logger.info(
-            "listener: %s run %s for event_id=%s user_id=%s entry=%s",
+            "listener: run %s",
             outcome.value,
-            run_id_for(event.event_id),
-            event.event_id,
-            event.user_id,
-            entry_id,
+            extra=log_keys(
+                event_id=event.event_id,
+                run_id=run_id_for(event.event_id),
+                entry_id=entry_id,
+                user_id=event.user_id,
+                outcome=outcome.value,
+            ),
         )
         return True
 
@@ -365,10 +370,19 @@ class Listener:
             except AirflowUnavailable as err:
                 self.metrics.airflow_errors.labels(err.kind).inc()
                 if self.stopping:
-                    logger.warning("listener: leaving %s pending at shutdown: %s", entry_id, err)
+                    logger.warning(
+                        "listener: leaving the entry pending at shutdown: %s",
+                        err,
+                        extra=log_keys(event_id=event.event_id, run_id=run_id, entry_id=entry_id),
+                    )
                     return None
                 wait = self._rng.uniform(0, delay)  # full jitter
-                logger.warning("listener: airflow unavailable (%s); retrying %s in %.2f s", err, entry_id, wait)
+                logger.warning(
+                    "listener: airflow unavailable (%s); retrying in %.2f s",
+                    err,
+                    wait,
+                    extra=log_keys(event_id=event.event_id, run_id=run_id, entry_id=entry_id),
+                )
                 self._keep_alive()
                 self._stopping.wait(wait)
                 self._tick()
@@ -408,5 +422,20 @@ class Listener:
         # The detail can quote the event's values; the log names only where the problem is
         # (personal data stays in the dead-letter stream, which has a retention and an eraser).
         logger.warning(
-            "listener: dead-lettered entry=%s reason=%s at=%s", entry_id, reason, json.dumps(detail.split(":")[0][:80])
+            "listener: dead-lettered at %s",
+            json.dumps(detail.split(":")[0][:80]),
+            extra=log_keys(event_id=_event_id(fields), entry_id=entry_id, reason=reason),
         )
+
+
+_LOGGABLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}$")
+
+
+def _event_id(fields: Fields) -> str | None:
+    """A dead letter's event id for its log line, if the entry has a well-formed one (a
+    malformed entry's content never reaches the logs)."""
+    try:
+        event_id = json.loads(fields.get(b"payload", b"") or b"").get("event_id")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return event_id if isinstance(event_id, str) and _LOGGABLE_ID.match(event_id) else None

@@ -35,6 +35,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from onboarding import keys
 from onboarding.decision import DecisionEvent, utc_now
+from onboarding.logs import log_event
 from onboarding.schema import signup_schema
 from risk.errors import MissingParams, StageFailed
 from risk.redis_client import redis_client
@@ -144,7 +145,15 @@ def publish_retrying(event: DecisionEvent, budget_s: float = PUBLISH_RETRY_S) ->
         except redis.RedisError as err:
             if time.monotonic() + delay_s > deadline:
                 raise
-            logger.warning("onboarding: publishing %s failed (%s); again in %.1f s", event.event_id, err, delay_s)
+            log_event(
+                logger,
+                logging.WARNING,
+                "onboarding: publishing failed (%s); again in %.1f s",
+                err,
+                delay_s,
+                event_id=event.event_id,
+                run_id=event.run_id,
+            )
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 15.0)
 

@@ -14,7 +14,8 @@ from typing import Any
 import redis
 
 from onboarding.decision import DecisionEvent, publish_decision, utc_now
-from onboarding.keys import DECISION_KEY_TTL_S
+from onboarding.keys import DECISION_KEY_TTL_S, run_id_for
+from onboarding.logs import log_event
 from risk.artifacts import LoadedModel
 from risk.errors import StageFailed
 from risk.model import generic_reason_text, probability_bad, reason_codes
@@ -90,14 +91,17 @@ def run_stages(
         t3 = time.perf_counter()
     except Exception as err:
         raise StageFailed(stage, err) from err
-    logger.info(
-        "onboarding: event_id=%s enrich %.1f ms, score %.1f ms (model %s), decide %.1f ms -> %s",
-        signup["event_id"],
+    log_event(
+        logger,
+        logging.INFO,
+        "onboarding: enrich %.1f ms, score %.1f ms (model %s), decide %.1f ms",
         (t1 - t0) * 1000,
         (t2 - t1) * 1000,
         decided["model_version"],
         (t3 - t2) * 1000,
-        decided["decision"],
+        event_id=signup["event_id"],
+        run_id=run_id_for(signup["event_id"]),
+        decision=decided["decision"],
     )
     return decided
 
@@ -145,7 +149,22 @@ def publish(
 ) -> str:
     published, entry_id = publish_decision(client, stream, event, marker_ttl_s, decision_ttl_s)
     if published:
-        logger.info("onboarding: published decision=%s event_id=%s entry=%s", event.decision, event.event_id, entry_id)
+        log_event(
+            logger,
+            logging.INFO,
+            "onboarding: published the decision",
+            event_id=event.event_id,
+            run_id=event.run_id,
+            entry_id=entry_id,
+            decision=event.decision,
+        )
     else:
-        logger.info("onboarding: decision for event_id=%s already published as %s", event.event_id, entry_id)
+        log_event(
+            logger,
+            logging.INFO,
+            "onboarding: the decision was published already",
+            event_id=event.event_id,
+            run_id=event.run_id,
+            entry_id=entry_id,
+        )
     return entry_id
