@@ -102,3 +102,21 @@ ensure_monitoring_tools() {
   command -v chromium >/dev/null || missing+=(chromium)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
+
+# Node.js >= 20 and the Node example client's pinned packages (clients/node, tests/e2e/test_clients.py).
+ensure_node_client() {
+  local dir="$ROOT/clients/node" stamp="$ROOT/clients/node/node_modules/.installed" want major
+  command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm  # NodeSource's nodejs has npm, Debian's has not
+  major="$(node --version 2>/dev/null | sed -E 's/^v([0-9]+).*/\1/')"
+  if [ "${major:-0}" -lt 20 ]; then
+    echo "Node.js >= 20 is required for clients/node, found $(node --version 2>/dev/null || echo none)" \
+      "(Debian 12's own nodejs is 18: install nodejs 20 from deb.nodesource.com or nodejs.org)" >&2
+    return 1
+  fi
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  say "installing the Node client's packages (clients/node/package-lock.json)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" > "$stamp"
+}
