@@ -420,3 +420,26 @@ def test_the_kubernetes_access_job_writes_a_listener_credential_that_works_and_o
     headers = {"Authorization": f"Bearer {token['access_token']}"}
     assert httpx.get(f"{api}/api/v2/pools", headers=headers, timeout=30).status_code == 403
     assert httpx.get(f"{api}/api/v2/dags/risk_retrain", headers=headers, timeout=30).status_code == 403
+
+
+def test_every_decision_keeps_the_contract_and_task_logs_name_events_by_key(secured: Secured) -> None:
+    """decision.v1.json holds for every decision of the hostile corpus, and the real task
+    logs (Airflow's JSON lines) carry the event id and run id as keys (issue 17)."""
+    from onboarding.decision import decision_errors
+
+    assert secured.decisions
+    broken = {event_id: decision_errors(d) for event_id, d in secured.decisions.items() if decision_errors(d)}
+    assert broken == {}
+    published = []
+    for path in (secured.stack.home / "logs").rglob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "onboarding: published the decision":
+                published.append(record)
+    by_event = {record["event_id"]: record for record in published}
+    assert set(by_event) == set(secured.decisions), "one keyed publish line per decision"
+    for event_id, record in by_event.items():
+        assert record["run_id"] == secured.decisions[event_id]["run_id"] and record["entry_id"]
