@@ -1,7 +1,7 @@
 """A rehearsal of the production topology on one machine: hosts are Linux network namespaces
 on one switch (`testkit.netns`), every component talks to the others by the hosts' addresses.
 
-    data       redis-server (streams on database 0, the Celery broker on database 1) and a
+    data       redis-server (streams on database 0, the Celery broker on database 1), and a
                throwaway PostgreSQL cluster: the metadata database and the Celery result backend
     control    the realtime Airflow's api-server, scheduler and dag-processor (CeleryExecutor)
     workera    `airflow celery worker` "worker-a"
@@ -14,7 +14,10 @@ The instance is prepared as in production (docs/operations.md): `airflow db migr
 `onboarding-access` (the users and the listener's least-privilege role) from the control
 host, the FAB auth manager of deploy/realtime/airflow.cfg, one JWT secret and API secret key
 shared by every Airflow process (`AirflowInstance.env`), the listeners with the restricted
-`listener` credential. Each worker runs in a UTS namespace of its own named after it, so the
+`listener` credential, and one Redis ACL user per component as the Kubernetes Secrets give
+them (ops/redis_acl.py): `listener`, `publisher` (every Airflow process: the tasks and the
+failure callbacks publish decisions), `app`, and the Celery broker as BROKER_ROLE (below); the
+default user off. Each worker runs in a UTS namespace of its own named after it, so the
 metadata database's `task_instance.hostname` and Celery's `worker-a@worker-a` say where a task
 ran. Used by tests/e2e/test_multihost.py and benchmarks/multihost.py; docs/rehearsal.md.
 """
@@ -27,6 +30,7 @@ import os
 import pwd
 import random
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -47,6 +51,7 @@ from onboarding import keys
 from onboarding.publisher import publish_signup
 from onboarding.settings import StreamSettings
 from onboarding.streams import live_entries, payload
+from ops import redis_acl
 from risk.samples import new_signup
 from stack.instance import AirflowInstance, InstanceSpec
 from stack.processes import ManagedProcess
@@ -68,6 +73,12 @@ HOSTS = ("data", "control", "workera", "workerb", "listeners", "app")
 # netns host -> the worker's host name (its UTS namespace) and Celery node name.
 WORKERS = {"workera": "worker-a", "workerb": "worker-b"}
 LISTENERS = 2
+# The Celery broker's Redis user. Production's `broker` user (ops/redis_acl.py) cannot start a
+# worker: kombu reads the worker's own control queue `<node>.celery.pidbox` at start, which it
+# is not granted (NoPermissionError on LLEN; docs/rehearsal.md). Until it is, the broker
+# connects as the server's administrator here; every other component as its own user.
+BROKER_ROLE = "admin"
+REDIS_ROLES = [role.name for role in (*redis_acl.roles(), *redis_acl.SERVER_ROLES)]
 REDIS_PORT = 6379
 PG_PORT = 5432
 API_PORT = 8080
@@ -149,7 +160,13 @@ class MultihostStack:
     """The rehearsal's components on their hosts; build it with `multihost_stack()`."""
 
     def __init__(
-        self, net: Network, work: Path, model_dir: Path, pg_dir: Path, extra_env: dict[str, str] | None = None
+        self,
+        net: Network,
+        work: Path,
+        model_dir: Path,
+        pg_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        broker_role: str = BROKER_ROLE,
     ) -> None:
         self.net = net
         self.extra_env = dict(extra_env or {})
@@ -158,10 +175,14 @@ class MultihostStack:
         self.pg_dir = pg_dir
         self.run_dir = work / "run"
         self.log_dir = work / "logs"
-        data = net.ip("data")
-        self.streams = StreamSettings(redis_url=f"redis://{data}:{REDIS_PORT}/0")
-        self.broker_url = f"redis://{data}:{REDIS_PORT}/1"  # a database of its own, as in production
-        self.database_url = f"postgresql+psycopg2://postgres@{data}:{PG_PORT}/onboarding_realtime"
+        # One Redis ACL user per component, as in production (ops/redis_acl.py, operations.md):
+        # the listeners as `listener`, the Airflow processes (tasks, failure callbacks) as
+        # `publisher`, the Celery broker as `broker`, the product app as `app`; the observer as
+        # the server's `admin`. The default user is off.
+        self.redis_passwords = {role: secrets.token_hex(16) for role in REDIS_ROLES}
+        self.streams = StreamSettings(redis_url=self.redis_url("admin"))
+        self.broker_url = self.redis_url(broker_role, 1)  # a database of its own, as in production
+        self.database_url = f"postgresql+psycopg2://postgres@{net.ip('data')}:{PG_PORT}/onboarding_realtime"
         self.api_url = f"http://{net.ip('control')}:{API_PORT}"
         spec = InstanceSpec.from_deploy(
             "realtime", work / "airflow", API_PORT, SCHEDULER_HEALTH_PORT, self.database_url
@@ -170,10 +191,14 @@ class MultihostStack:
         self.processes: dict[str, ManagedProcess] = {}
         self.seed = 0
 
+    def redis_url(self, role: str, db: int = 0) -> str:
+        """The URL of Redis on the data host as ACL user `role`."""
+        return f"redis://{role}:{self.redis_passwords[role]}@{self.net.ip('data')}:{REDIS_PORT}/{db}"
+
     @property
     def stream_env(self) -> dict[str, str]:
         return {
-            "REDIS_URL": self.streams.redis_url,
+            "REDIS_URL": self.redis_url("publisher"),
             "SIGNUPS_STREAM": self.streams.signups_stream,
             "DECISIONS_STREAM": self.streams.decisions_stream,
             "DEAD_LETTER_STREAM": self.streams.dead_letter_stream,
@@ -185,7 +210,13 @@ class MultihostStack:
         database), with every address on the hosts' network."""
         return {
             **self.instance.env(),
-            **celery_env(self.database_url, self.broker_url, "multihost:"),
+            **{
+                key: value
+                for key, value in celery_env(self.database_url, self.broker_url, "").items()
+                # A Redis of its own: no key prefix, so the broker's keys are those the `broker`
+                # ACL user is allowed (Celery's queue, kombu's bindings, unacked, pidbox).
+                if key != "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"
+            },
             "AIRFLOW__API__HOST": self.net.ip("control"),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -272,17 +303,23 @@ class MultihostStack:
             conn.close()
 
     def _start_redis(self) -> None:
-        say("data: redis-server (AOF)")
+        say("data: redis-server (AOF; one ACL user per role, the default user off)")
         data = self.work / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        acl_file = data / "users.acl"
+        environ = {f"REDIS_ACL_PASSWORD_{role.upper()}": pw for role, pw in self.redis_passwords.items()}
+        fd = os.open(acl_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(redis_acl.render(StreamSettings(), environ, server=True))
         argv = ["redis-server", "--bind", self.net.ip("data"), "--port", str(REDIS_PORT), "--protected-mode", "no"]
+        argv += ["--aclfile", str(acl_file)]
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data), "--save", ""]
         self._process("data", "redis", argv, dict(os.environ))
         wait_until(lambda: self.app(self._redis_answers), 30, "Redis")
 
-    def redis_client(self) -> redis.Redis:
-        """A client of the streams' Redis; use it on a thread inside a host."""
-        return redis.Redis.from_url(self.streams.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    def redis_client(self, role: str = "admin") -> redis.Redis:
+        """A client of the streams' Redis as ACL user `role`; use it on a thread inside a host."""
+        return redis.Redis.from_url(self.redis_url(role), socket_timeout=10, socket_connect_timeout=5)
 
     def _redis_answers(self) -> bool:
         client = self.redis_client()
@@ -364,6 +401,7 @@ class MultihostStack:
         env = {
             **os.environ,
             **self.stream_env,
+            "REDIS_URL": self.redis_url("listener"),
             "AIRFLOW_API_URL": self.api_url,
             "AIRFLOW_USERNAME": "listener",
             "AIRFLOW_PASSWORD_FILE": str(self.instance.listener_password_file),
@@ -422,7 +460,7 @@ class MultihostStack:
         `on_each(i)` after each. Returns their event ids."""
 
         def run() -> list[str]:
-            client = self.redis_client()
+            client = self.redis_client("app")
             rng = random.Random(self.seed)
             self.seed += 1
             began = time.monotonic()
@@ -578,10 +616,12 @@ def multihost_stack(
     workers: Iterable[str] = tuple(WORKERS),
     sysctls: dict[str, str] | None = None,
     airflow_env: dict[str, str] | None = None,
+    broker_role: str = BROKER_ROLE,
 ) -> Iterator[MultihostStack]:
     """The rehearsal started on its hosts (with `workers` running); every process stopped and
-    every host deleted afterwards, also when the body raises. `airflow_env`: settings added to
-    every Airflow process (e.g. AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL)."""
+        every host deleted afterwards, also when the body raises. `airflow_env`: settings added to
+        every Airflow process (e.g. AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL); `broker_role`: the
+    Redis user of the Celery broker (see BROKER_ROLE)."""
     pg_dir = Path(tempfile.mkdtemp(prefix="onbt-pg-"))
     try:
         with network(HOSTS) as net:
@@ -589,7 +629,7 @@ def multihost_stack(
             for key, value in (sysctls or {}).items():
                 for host in HOSTS:
                     net.sysctl(host, key, value)
-            stack = MultihostStack(net, work, model_dir, pg_dir, airflow_env)
+            stack = MultihostStack(net, work, model_dir, pg_dir, airflow_env, broker_role)
             try:
                 stack.start(workers)
                 yield stack
@@ -650,7 +690,7 @@ def rehearse_worker_cut(
 
     def publisher() -> None:
         nonlocal done
-        client = stack.redis_client()
+        client = stack.redis_client("app")
         rng = random.Random(1000)
         began = time.monotonic()
         try:
