@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -266,6 +267,15 @@ class Archiver:
     def _reflect(self) -> None:
         if self.shapes:
             return
+        database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        if database and database != ":memory:" and not Path(database).is_file():
+            # Connecting would create the file: an empty database that looks like the real one.
+            raise DatabaseError(
+                self.instance.name,
+                f"no SQLite database at {database} (nothing was created): start the stack (`scripts/demo up` "
+                "records its databases in <ONBOARDING_HOME>/stack.env.json, which this command reads) or set "
+                f"ARCHIVE_{self.instance.name.upper()}_DB_URL to the instance's database URL",
+            )
         try:
             self.md.reflect(self.engine)
         except sa.exc.SQLAlchemyError as err:

@@ -30,7 +30,7 @@ from archiver.store import ArchiveStore
 from onboarding.errors import OnboardingError
 from onboarding.logs import configure_logging
 from onboarding.outages import redis_client
-from onboarding.settings import redacted_url
+from onboarding.settings import redacted_url, stack_defaults_for
 
 logger = logging.getLogger("archiver.cli")
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         help="as a liveness probe: a Redis outage is not the worker's fault, so answer 0 (restarting it cannot help)",
     )
     args = parser.parse_args(argv)
+    stack_defaults_for("onboarding-archive")
     try:
         settings = ArchiveSettings.from_env()
     except OnboardingError as err:

@@ -30,7 +30,7 @@ from onboarding.http import loop_health, loop_liveness, probe, serve_http
 from onboarding.logs import configure_logging
 from onboarding.outages import probe_client, redis_client
 from onboarding.publisher import publish_signup
-from onboarding.settings import StreamSettings
+from onboarding.settings import StreamSettings, stack_defaults_for
 from onboarding.streams import live_entries
 from risk.drift import DriftCollector
 from risk.samples import new_signup
@@ -119,6 +119,7 @@ def publish_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="a JSON file with one signup event (or a list); '-' reads stdin")
     parser.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for each decision")
     args = parser.parse_args(argv)
+    stack_defaults_for(parser.prog)
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
     if args.file:
@@ -162,6 +163,7 @@ def decisions_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--follow", action="store_true", help="keep printing new decisions")
     parser.add_argument("--last", type=int, default=20, help="how many recent decisions to show")
     args = parser.parse_args(argv)
+    stack_defaults_for(parser.prog)
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
     if args.event_id:
@@ -205,6 +207,7 @@ def deadletters_main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("--reason", help="replay every dead letter with this reason")
     replay_cmd.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     args = parser.parse_args(argv)
+    stack_defaults_for(parser.prog)
     streams = StreamSettings.from_env()
     client = redis.Redis.from_url(streams.redis_url)
     dead = streams.dead_letter_stream

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +21,38 @@ def default_home(environ: Mapping[str, str]) -> Path:
     so it means the same to child processes started in another directory.
     """
     return Env(environ).path("ONBOARDING_HOME", Path("var")).absolute()
+
+
+# What `onboarding-stack up` records for operator commands run by hand (docs/operations.md).
+STACK_ENV_FILE = "stack.env.json"
+
+
+def use_stack_defaults(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Give an operator command run by hand the running local stack's settings: each variable
+    the stack recorded in `<home>/stack.env.json` (its Redis, metadata databases, archive,
+    Airflow URL and admin credential file) that is not set already. Returns the names taken.
+    Nothing happens where no stack ran (Kubernetes, a bare checkout): the commands' own
+    defaults and errors apply."""
+    target = os.environ if environ is None else environ
+    path = default_home(target) / STACK_ENV_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    taken = [key for key, value in recorded.items() if key not in target and isinstance(value, str)]
+    for key in taken:
+        target[key] = recorded[key]
+    return taken
+
+
+def stack_defaults_for(prog: str) -> None:
+    """`use_stack_defaults` for an operator command, saying on stderr what it took."""
+    import sys
+
+    taken = use_stack_defaults()
+    if taken:
+        where = default_home(os.environ) / STACK_ENV_FILE
+        print(f"{prog}: the local stack's settings ({where}): {', '.join(sorted(taken))}", file=sys.stderr)
 
 
 def redacted_url(url: str) -> str:

@@ -33,7 +33,7 @@ from archiver.store import ArchiveStore
 from onboarding import keys
 from onboarding.airflow import AirflowClient, AirflowSettings
 from onboarding.errors import AirflowError, OnboardingError
-from onboarding.settings import StreamSettings, redacted_url
+from onboarding.settings import StreamSettings, redacted_url, stack_defaults_for
 from onboarding.streams import live_entries, text
 
 
@@ -125,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive-dir", type=Path, help="the metadata archive (default: ARCHIVE_DIR)")
     parser.add_argument(
         "--airflow-url",
-        help="the realtime Airflow API, to delete the user's live runs too (skipped without it); "
-        "credential from AIRFLOW_ADMIN_USERNAME (default admin) and AIRFLOW_ADMIN_PASSWORD (or _FILE)",
+        help="the realtime Airflow API, to delete the user's live runs too (default: AIRFLOW_API_URL; skipped "
+        "without either); credential from AIRFLOW_ADMIN_USERNAME (default admin) and AIRFLOW_ADMIN_PASSWORD "
+        "(or _FILE)",
     )
     args = parser.parse_args(argv)
+    stack_defaults_for("onboarding-erase")
+    args.airflow_url = args.airflow_url or os.environ.get("AIRFLOW_API_URL")
 
     try:
         streams = StreamSettings.from_env()

@@ -25,6 +25,7 @@ from onboarding.errors import OnboardingError
 from onboarding.http import loop_health, loop_liveness, probe
 from onboarding.logs import configure_logging
 from onboarding.outages import probe_client, redis_client
+from onboarding.settings import stack_defaults_for
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.observer import DecisionObserver
 from sla.overdue import list_overdue, redrive
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     drive.add_argument("--all", action="store_true", help="every overdue signup")
     drive.add_argument("--dry-run", action="store_true", help="show what would be done")
     args = parser.parse_args(argv)
+    if args.command in ("overdue", "redrive"):  # run by hand; `serve` gets its settings from its host
+        stack_defaults_for("onboarding-sla")
     try:
         settings = SlaSettings.from_env()
     except OnboardingError as err:

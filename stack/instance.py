@@ -120,6 +120,11 @@ class AirflowInstance:
     def listener_password_file(self) -> Path:
         return self.home / "listener.password"
 
+    @property
+    def admin_password_file(self) -> Path:
+        """The admin's password alone (0600), for operator commands (AIRFLOW_ADMIN_PASSWORD_FILE)."""
+        return self.home / "admin.password"
+
     def admin_password(self) -> str:
         return self._secrets()["admin_password"]
 
@@ -137,6 +142,7 @@ class AirflowInstance:
                 json.dumps({"admin": values["admin_password"], "listener": values["listener_password"]}),
             ),
             (self.listener_password_file, values["listener_password"]),
+            (self.admin_password_file, values["admin_password"]),
         ):
             _write_private(path, content)
 

@@ -9,6 +9,8 @@ The service table is `Stack.services()`; `stop` goes in the reverse order.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
 import sys
 import time
@@ -18,7 +20,7 @@ from pathlib import Path
 import redis
 
 from archiver.settings import ArchiveSettings
-from onboarding.settings import redacted_url
+from onboarding.settings import STACK_ENV_FILE, redacted_url
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
@@ -182,6 +184,40 @@ class Stack:
         ]
         return table
 
+    def operator_env(self) -> dict[str, str]:
+        """What an operator command run by hand needs to reach this stack (issue 20): the same
+        Redis, metadata databases, archive and Airflow as the services, the admin's credential
+        by file. `onboarding.settings.use_stack_defaults` reads it for variables left unset."""
+        archive = ArchiveSettings.from_env(
+            {**self.base_env, "ARCHIVE_REALTIME_DB_URL": self.realtime.database_url}
+        ).archive_dir
+        env = {
+            "REDIS_URL": self.settings.redis_url,
+            "ARCHIVE_REALTIME_DB_URL": self.realtime.database_url,
+            "ARCHIVE_BATCH_DB_URL": self.batch.database_url,
+            "ARCHIVE_DIR": str(archive),
+            "RISK_MODEL_DIR": str(self.model_dir),
+            "AIRFLOW_API_URL": self.realtime.spec.api_url,
+            # `onboarding-sla redrive` clears runs: an operator's command, the admin's credential.
+            "AIRFLOW_USERNAME": "admin",
+            "AIRFLOW_PASSWORD_FILE": str(self.realtime.admin_password_file),
+            "AIRFLOW_ADMIN_USERNAME": "admin",
+            "AIRFLOW_ADMIN_PASSWORD_FILE": str(self.realtime.admin_password_file),
+            "SLA_AIRFLOW_INSTANCES": f"realtime={self.realtime.spec.api_url},batch={self.batch.spec.api_url}",
+        }
+        for key in ("SIGNUPS_STREAM", "DECISIONS_STREAM", "DEAD_LETTER_STREAM"):
+            if key in self.base_env:
+                env[key] = self.base_env[key]
+        return env
+
+    def write_operator_env(self) -> None:
+        path = self.settings.home / STACK_ENV_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.operator_env(), fh, indent=2)
+        os.replace(tmp, path)
+
     # -- commands ---------------------------------------------------------------------------
 
     def redis_answers(self) -> bool:
@@ -225,6 +261,7 @@ class Stack:
         step(f"preparing the realtime and batch Airflow instances ({db} metadata) in {self.settings.home}")
         with ThreadPoolExecutor(2) as pool:  # two databases: migrate them side by side
             list(pool.map(lambda i: (i.prepare(), i.migrate()), (self.realtime, self.batch)))
+        self.write_operator_env()
         plan = Plan(
             self.services(start_redis),
             self.run_dir,
