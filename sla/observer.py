@@ -1,6 +1,6 @@
 """The decision observer: its own consumer group on the decisions stream sees every decision
-once, feeds the latency metrics, clears the signup from the awaiting set and keeps a
-short window of latencies for the SLA page.
+once, feeds the latency metrics, clears the signup from the awaiting set and adds it to the
+per-minute series of the SLA page (sla/series.py).
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import redis
 
@@ -20,40 +17,10 @@ from onboarding.decision import DecisionEvent
 from onboarding.outages import through_redis_outages
 from onboarding.streams import Entry, Fields, ensure_group, live_entries, payload, xread_entries
 from sla.metrics import STAGES, SlaMetrics
+from sla.series import Series, entry_time
 from sla.settings import SlaSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Observed:
-    at: float  # when the observer saw it (Unix seconds)
-    latency_s: float | None
-    decision: str
-    failed: bool
-
-
-class Window:
-    """The decisions of the last `span_s` seconds, for the page's live figures."""
-
-    def __init__(self, span_s: float) -> None:
-        self.span_s = span_s
-        self._items: deque[Observed] = deque()
-        self._lock = threading.Lock()
-
-    def add(self, item: Observed) -> None:
-        with self._lock:
-            self._items.append(item)
-            self._trim(item.at)
-
-    def items(self, now: float | None = None) -> list[Observed]:
-        with self._lock:
-            self._trim(now or time.time())
-            return list(self._items)
-
-    def _trim(self, now: float) -> None:
-        while self._items and self._items[0].at < now - self.span_s:
-            self._items.popleft()
 
 
 class DecisionObserver:
@@ -61,9 +28,10 @@ class DecisionObserver:
         self.redis = client
         self.settings = settings
         self.metrics = metrics
-        self.window = Window(settings.page_window_s)
+        self.series = Series(settings.overdue_after_s)
         self._stop = threading.Event()
         self._last_loop = time.monotonic()
+        self._last_sample = 0.0
         self._seen = 0
 
     @property
@@ -92,9 +60,13 @@ class DecisionObserver:
 
     def _loop(self, burst: bool, max_messages: int | None) -> None:
         self.ensure_group()
+        if self.series.rebuilt_through is None:  # once per process: a restart keeps its charts
+            rebuilt = self.series.rebuild(self.redis, self.stream, self.settings.group, time.time())
+            logger.info("sla: %d decisions of the last day re-read for the page's charts", rebuilt)
         start = "0"  # first our own pending entries (a previous incarnation's), then new ones
         while not self._stop.is_set():
             self._tick()
+            self._sample()
             budget = 100 if max_messages is None else min(100, max_messages - self._seen)
             entries = self._read(start, budget, block=not burst and start == ">")
             if not entries:
@@ -105,7 +77,7 @@ class DecisionObserver:
                     break
                 continue
             for entry_id, fields in entries:
-                self.observe_fields(fields)
+                self.observe_fields(fields, entry_id)
                 self.redis.xack(self.stream, self.settings.group, entry_id)
                 self._seen += 1
             if max_messages is not None and self._seen >= max_messages:
@@ -114,6 +86,12 @@ class DecisionObserver:
     def _tick(self) -> None:
         self._last_loop = time.monotonic()
         self.metrics.last_loop.set(time.time())
+
+    def _sample(self, every_s: float = 10.0) -> None:
+        now = time.time()
+        if now - self._last_sample >= every_s:
+            self._last_sample = now
+            self.series.sample_dead_letters(now, int(self.redis.xlen(self.settings.streams.dead_letter_stream)))
 
     def _read(self, start: str, count: int, block: bool) -> list[Entry]:
         reply = self.redis.xreadgroup(
@@ -125,15 +103,16 @@ class DecisionObserver:
         )
         return [(entry_id, fields) for entry_id, fields in live_entries(xread_entries(reply)) if fields]
 
-    def observe_fields(self, fields: Fields) -> None:
+    def observe_fields(self, fields: Fields, entry_id: str | None = None) -> None:
         try:
             event = DecisionEvent.from_dict(json.loads(payload(fields)))
         except (TypeError, ValueError, KeyError) as err:
             logger.warning("sla: unreadable decision entry skipped: %s", err)
             return
-        self.observe(event)
+        self.observe(event, entry_id)
 
-    def observe(self, event: DecisionEvent) -> None:
+    def observe(self, event: DecisionEvent, entry_id: str | None = None) -> None:
+        """Count one decision; `entry_id` (its stream entry) dates it, else now."""
         self.metrics.decisions.labels(event.decision, event.model_version or "none").inc()
         if event.error:
             self.metrics.pipeline_failures.inc()
@@ -147,17 +126,4 @@ class DecisionObserver:
             if seconds is not None:
                 self.metrics.stage.labels(stage).observe(max(0.0, seconds))
         clear_awaiting(self.redis, self.settings.streams, event.event_id)
-        self.window.add(Observed(time.time(), latency, event.decision, bool(event.error)))
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
-
-
-def iter_latencies(items: list[Observed]) -> Iterator[float]:
-    return (item.latency_s for item in items if item.latency_s is not None)
+        self.series.add(time.time() if entry_id is None else entry_time(entry_id), event, entry_id)

@@ -1,6 +1,7 @@
 """The built-in SLA page: one JSON snapshot of what on-call needs, and its HTML rendering.
 
 The page is rendered on the server and refreshes itself; no frontend build, no JavaScript.
+Its charts (sla/charts.py) plot exactly the `series` of the snapshot, which /api/sla returns.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import redis
 
 from archiver.store import ArchiveStore
 from onboarding.awaiting import awaiting_count
+from sla.charts import Line, svg_chart
 from sla.metrics import _groups, overdue_now
-from sla.observer import DecisionObserver, iter_latencies, percentile
+from sla.observer import DecisionObserver
 from sla.overdue import OverdueDecision
+from sla.series import OUTCOMES, RANGES, percentile
 from sla.settings import SlaSettings
 
 
@@ -27,28 +30,37 @@ def snapshot(
     overdue: Callable[[], list[OverdueDecision]],
     archive: ArchiveStore | None,
 ) -> dict[str, Any]:
-    """Live figures over the page window (the observer's memory; Prometheus keeps the long view)."""
-    items = observer.window.items()
-    latencies = list(iter_latencies(items))
+    """Live figures over the page window and the charts' series of the last hour and day (the
+    observer's per-minute aggregates; Prometheus keeps the long view)."""
+    now = time.time()
+    streams = settings.streams
+    dead_letters = int(client.xlen(streams.dead_letter_stream))
+    observer.series.sample_dead_letters(now, dead_letters)
+    overdue_since = overdue_now(client, settings, now)
+    since = [accepted + settings.overdue_after_s for _event_id, accepted in overdue_since]
+    series = {name: observer.series.chart(now, span, step, since) for name, span, step in RANGES}
+    end = series["1h"]["end"]  # the figures are the sums of the last hour's chart
+    minutes = observer.series.minutes(end - settings.page_window_s, end)
+    latencies = [value for minute in minutes for value in minute.latencies]
+    decisions = sum(minute.decisions for minute in minutes)
     within = sum(1 for value in latencies if value <= settings.slo_threshold_s)
     compliance = within / len(latencies) if latencies else None
     budget = 1 - settings.slo_target
     budget_left = None if compliance is None else max(0.0, 1 - (1 - compliance) / budget)
     by_decision: dict[str, int] = {}
-    for item in items:
-        by_decision[item.decision] = by_decision.get(item.decision, 0) + 1
-    streams = settings.streams
+    for minute in minutes:
+        for outcome, count in minute.outcomes.items():
+            by_decision[outcome] = by_decision.get(outcome, 0) + count
     group = next((g for g in _groups(client, streams.signups_stream) if g.get("name") == settings.listener_group), {})
-    overdue_count = len(overdue_now(client, settings))
     overdue_items = overdue()
     return {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "window_s": settings.page_window_s,
         "slo": {"threshold_s": settings.slo_threshold_s, "target": settings.slo_target},
-        "decisions": len(items),
-        "decisions_per_min": round(len(items) / (settings.page_window_s / 60), 2),
+        "decisions": decisions,
+        "decisions_per_min": round(decisions / (settings.page_window_s / 60), 2),
         "by_decision": by_decision,
-        "pipeline_failures": sum(1 for item in items if item.failed),
+        "pipeline_failures": sum(minute.failures for minute in minutes),
         "latency_s": {
             "p50": percentile(latencies, 50),
             "p95": percentile(latencies, 95),
@@ -57,11 +69,12 @@ def snapshot(
         "within_slo_ratio": compliance,
         "error_budget_left_ratio": budget_left,
         "lag": {"lag": group.get("lag"), "pending": group.get("pending"), "group": settings.listener_group},
-        "dead_letters": int(client.xlen(streams.dead_letter_stream)),
+        "dead_letters": dead_letters,
         "awaiting": awaiting_count(client, streams),
-        "overdue_count": overdue_count,
+        "overdue_count": len(overdue_since),
         "overdue": [item.to_dict() for item in overdue_items],
         "archive": last_archive_runs(archive),
+        "series": series,
     }
 
 
@@ -94,6 +107,38 @@ def _fmt_s(value: float | None) -> str:
 
 def _fmt_pct(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def charts(data: dict[str, Any]) -> str:
+    """Both ranges side by side: latency against the threshold, outcomes, dead letters and overdue."""
+    colours = {"approve": "#1f8a4c", "review": "#d68910", "decline": "#c0392b"}
+    rows = []
+    for title, unit, lines, threshold in (
+        ("Latency signup → decision", "s", (("p50_s", "p50", "#2e6fd8"), ("p99_s", "p99", "#7d3c98")), True),
+        ("Decisions per minute by outcome", "/min", tuple((o, o, colours[o]) for o in OUTCOMES), False),
+        (
+            "Dead letters (depth) and overdue decisions",
+            "count",
+            (("dead_letters", "dead letters", "#34495e"), ("overdue", "overdue", "#e67e22")),
+            False,
+        ),
+    ):
+        cells = []
+        for name, _span, step in RANGES:
+            chart = data["series"][name]
+            key = title.split()[0].lower()
+            svg = svg_chart(
+                f"chart-{key}-{name}",
+                chart["t"],
+                step,
+                [Line(k, label, colour, chart[k]) for k, label, colour in lines],
+                unit,
+                data["slo"]["threshold_s"] if threshold else None,
+                label_every_s=600 if name == "1h" else 3 * 3600,
+            )
+            cells.append(f'<div class="panel"><h3>{html.escape(title)}, last {name}</h3>{svg}</div>')
+        rows.append(f'<div class="row">{"".join(cells)}</div>')
+    return "\n".join(rows)
 
 
 def render(data: dict[str, Any], refresh_s: int = 10) -> str:
@@ -152,6 +197,14 @@ background:{"#1f8a4c" if ok else "#c0392b"}}}
 .label{{font-size:.8rem;color:#5a6272}} .value{{font-size:1.5rem;font-weight:600}}
 table{{border-collapse:collapse;background:#fff;width:100%;margin-bottom:1rem}}
 td,th{{border-bottom:1px solid #e3e6eb;padding:.35rem .5rem;text-align:left;font-size:.85rem}}
+.row{{display:flex;gap:.7rem;margin-bottom:.7rem}}
+.panel{{flex:1;min-width:0;background:#fff;border-radius:.4rem;padding:.5rem .7rem;box-shadow:0 1px 2px #0002}}
+.panel h3{{font-size:.9rem;margin:0 0 .2rem}} .legend{{font-size:.75rem;color:#5a6272}}
+.key{{margin-right:.8rem}} .key i{{display:inline-block;width:.8rem;height:.25rem;margin-right:.3rem;
+vertical-align:middle}}
+svg.chart{{display:block;width:100%;height:auto;font-size:10px}} .axis{{fill:#5a6272}}
+.grid{{stroke:#e3e6eb}} .tick,.axis-line{{stroke:#9aa1ad}}
+.threshold{{stroke:#c0392b;stroke-dasharray:6 4;stroke-width:1.2}} .threshold-label{{fill:#c0392b}}
 </style></head><body>
 <h1>Onboarding decisions SLA <span class="status" id="slo-status">{"SLO met" if ok else "SLO missed"}</span></h1>
 <div class="sub">Last {window_min} min of decisions, as of {e(data["generated_at"])}; refreshes every {refresh_s} s.
@@ -160,6 +213,11 @@ JSON: <a href="/api/sla">/api/sla</a>, metrics: <a href="/metrics">/metrics</a>.
 <div class="cards">
 {card_html}
 </div>
+<h2>Last hour and last 24 hours</h2>
+<div class="sub">One point per minute (last hour) or per 10 minutes (24 h), UTC; the same series
+as <code>series</code> in <a href="/api/sla">/api/sla</a>. Dead-letter depth is sampled by the running
+service, so it starts at its last restart.</div>
+{charts(data)}
 <h2>Overdue decisions</h2>
 <table id="overdue"><tr><th>event id</th><th>accepted</th><th>age (s)</th><th>stuck at</th><th>run state</th></tr>
 {overdue_rows}
