@@ -188,8 +188,11 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 f"~{_glob(CELERY_QUEUE)}*",
                 "~_kombu.*",
                 "~unacked*",
-                "~*.reply.celery.pidbox*",
+                "~*.celery.pidbox*",  # each worker's control queue and the replies to a broadcast
                 "&/*",
+                # A worker PSUBSCRIBEs to the broadcast channel `/<db>.celery.pidbox`, and Redis
+                # checks a PSUBSCRIBE pattern literally: one per database the broker may use.
+                *(f"&/{db}.celery.pidbox" for db in range(16)),
                 "-@all",
                 *_CONNECT,
                 *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),

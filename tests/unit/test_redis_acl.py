@@ -11,6 +11,7 @@ import json
 import os
 import random
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -337,6 +338,24 @@ def test_broker_carries_celery_tasks_and_control_and_nothing_of_the_service(
             message.ack()
             queue.close()
         assert app.control.ping(timeout=0.5) == []  # pidbox broadcast + reply queue: allowed, no worker here
+        # A real worker on this credential: it starts (its own control queue), answers a
+        # broadcast and runs a task (rehearsed with Airflow's worker in tests/e2e/test_multihost.py).
+        from celery.contrib.testing.worker import start_worker
+
+        ran: list[int] = []
+
+        @app.task(name="acl.double")
+        def double(x: int) -> None:
+            ran.append(2 * x)
+
+        app.conf.update(task_default_queue=CELERY_QUEUE, broker_transport_options=options, result_backend=None)
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            double.delay(21)
+            deadline = time.monotonic() + 20
+            while not ran and time.monotonic() < deadline:
+                time.sleep(0.1)
+            replies = app.control.ping(timeout=2)
+        assert ran == [42] and len(replies) == 1
     finally:
         app.close()
         redis_client.delete(CELERY_QUEUE, *redis_client.keys("_kombu.*"), *redis_client.keys("unacked*"))
