@@ -61,7 +61,9 @@ class DecisionObserver:
     def _loop(self, burst: bool, max_messages: int | None) -> None:
         self.ensure_group()
         if self.series.rebuilt_through is None:  # once per process: a restart keeps its charts
-            rebuilt = self.series.rebuild(self.redis, self.stream, self.settings.group, time.time())
+            rebuilt = self.series.rebuild(
+                self.redis, self.stream, self.settings.group, time.time(), progress=self._tick
+            )
             logger.info("sla: %d decisions of the last day re-read for the page's charts", rebuilt)
         start = "0"  # first our own pending entries (a previous incarnation's), then new ones
         while not self._stop.is_set():

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -104,8 +104,17 @@ class Series:
             minute = self._minutes.setdefault(int(at // 60), Minute())
             minute.dead_letters = depth if minute.dead_letters is None else max(minute.dead_letters, depth)
 
-    def rebuild(self, client: redis.Redis, stream: str, group: str, now: float, batch: int = 1000) -> int:
-        """Re-read the decisions of the last `KEEP_S` the group has been given; returns how many."""
+    def rebuild(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        now: float,
+        batch: int = 1000,
+        progress: Callable[[], None] = lambda: None,
+    ) -> int:
+        """Re-read the decisions of the last `KEEP_S` the group has been given; returns how many.
+        `progress` is called after each batch (the liveness probe's heartbeat)."""
         through = _last_delivered(client, stream, group)
         if through is None:
             return 0
@@ -118,6 +127,7 @@ class Series:
                     found.append((entry_time(entry_id), DecisionEvent.from_dict(json.loads(payload(fields)))))
                 except (TypeError, ValueError, KeyError):
                     continue
+            progress()
             if len(entries) < batch:
                 break
             start = f"({entries[-1][0]}"
