@@ -195,6 +195,8 @@ class Series:
 def _last_delivered(client: redis.Redis, stream: str, group: str) -> str | None:
     try:
         rows = client.xinfo_groups(stream)
+    except redis.exceptions.NoPermissionError:
+        raise
     except redis.ResponseError:  # no stream yet
         return None
     for row in rows:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from onboarding.awaiting import record_accepted
 from onboarding.decision import DecisionEvent
 from onboarding.keys import run_id_for
 from onboarding.settings import StreamSettings
+from ops.redis_acl import apply
 from sla.metrics import SlaMetrics
 from sla.observer import DecisionObserver
 from sla.page import snapshot
@@ -121,6 +124,32 @@ def test_series_hold_known_decisions_and_survive_a_restart(redis_client: redis.R
     assert again.run(burst=True) == 1  # the pending entry, acknowledged now
     assert again.series.rebuilt_through == entry
     assert sum(again.series.chart(time.time(), 3600, 60)["decisions"]) == 10
+
+
+def test_the_sla_redis_user_may_do_all_the_charts_need(redis_client: redis.Redis) -> None:
+    """Rebuild, dead-letter samples and the page's snapshot, as the SLA service's ACL user."""
+    password, prefix = secrets.token_urlsafe(16), f"test-charts-{os.getpid()}-"
+    created = apply(redis_client, STREAMS, {"REDIS_ACL_PASSWORD_SLA": password}, user_prefix=prefix)
+    url = redis.connection.parse_url(TEST_REDIS_URL)
+    sla = redis.Redis(
+        host=url.get("host", "127.0.0.1"),
+        port=url.get("port", 6379),
+        db=url.get("db", 0),
+        username=f"{prefix}sla",
+        password=password,
+    )
+    try:
+        decision_at(redis_client, time.time() - 600, 0.7)
+        redis_client.xadd(STREAMS.dead_letter_stream, {"reason": "not_json"})
+        redis_client.xgroup_create(STREAMS.decisions_stream, SETTINGS.group, id="$")
+        observer = DecisionObserver(sla, SETTINGS, SlaMetrics(SETTINGS))
+        assert observer.run(burst=True) == 0
+        data = snapshot(sla, SETTINGS, observer, list, None)
+        assert sum(data["series"]["1h"]["decisions"]) == 1
+        assert data["series"]["1h"]["dead_letters"][-1] == 1
+    finally:
+        sla.close()
+        redis_client.execute_command("ACL", "DELUSER", *created)
 
 
 class Svg(HTMLParser):
