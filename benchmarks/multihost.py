@@ -3,7 +3,8 @@ side, and a worker host's link cut mid-task.
 
     python benchmarks/multihost.py [--burst 40] [--signups 30] [--rate 2] [--cut-seconds 60]
                                    [--skip-cut | --skip-throughput] [--sysctl KEY=VALUE]
-                                   [--airflow-setting KEY=VALUE] [--json FILE] [--keep]
+                                   [--airflow-setting KEY=VALUE] [--broker-user ROLE]
+                                   [--json FILE] [--keep]
 
 The hosts are Linux network namespaces on one switch (`testkit.multihost`; needs root,
 redis-server, PostgreSQL's server binaries, setpriv and unshare): `data` (Redis, PostgreSQL),
@@ -54,6 +55,7 @@ import psutil  # type: ignore[import-untyped]  # noqa: E402
 
 from testkit.celery_stack import WORKER_CONCURRENCY  # noqa: E402
 from testkit.multihost import (  # noqa: E402
+    BROKER_ROLE,
     CutOutcome,
     MultihostStack,
     missing_tools,
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace, command: str) -> Report:
         model_dir = train_baseline(work / "model")
         sysctls = dict(item.split("=", 1) for item in args.sysctl)
         settings = dict(item.split("=", 1) for item in args.airflow_setting)
-        with multihost_stack(work, model_dir, ("workera",), sysctls, settings) as stack:
+        with multihost_stack(work, model_dir, ("workera",), sysctls, settings, args.broker_user) as stack:
             try:
                 if not args.skip_throughput:
                     say(f"throughput: burst of {args.burst} with worker-a only")
@@ -281,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="an environment setting for every Airflow process (AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1)",
+    )
+    parser.add_argument(
+        "--broker-user",
+        default=BROKER_ROLE,
+        help=f"the Celery broker's Redis ACL user (default {BROKER_ROLE}; docs/rehearsal.md on `broker`)",
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the components' logs (kept anyway on failure)")
