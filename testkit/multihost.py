@@ -148,7 +148,8 @@ class TaskRow:
 
 @dataclass
 class Decided:
-    """Per event id: how many decisions the stream holds, and the first one's publish time."""
+    """Per event id: how many decisions the stream holds, the first one's accept and publish
+    times, and its error if it was a `review` because the pipeline failed."""
 
     count: Counter[str] = field(default_factory=Counter)
     published_at: dict[str, float] = field(default_factory=dict)  # epoch seconds
@@ -177,8 +178,8 @@ class MultihostStack:
         self.log_dir = work / "logs"
         # One Redis ACL user per component, as in production (ops/redis_acl.py, operations.md):
         # the listeners as `listener`, the Airflow processes (tasks, failure callbacks) as
-        # `publisher`, the Celery broker as `broker`, the product app as `app`; the observer as
-        # the server's `admin`. The default user is off.
+        # `publisher`, the product app as `app`, the Celery broker as `broker_role`; the
+        # observer as the server's `admin`. The default user is off.
         self.redis_passwords = {role: secrets.token_hex(16) for role in REDIS_ROLES}
         self.streams = StreamSettings(redis_url=self.redis_url("admin"))
         self.broker_url = self.redis_url(broker_role, 1)  # a database of its own, as in production
