@@ -73,10 +73,11 @@ HOSTS = ("data", "control", "workera", "workerb", "listeners", "app")
 # netns host -> the worker's host name (its UTS namespace) and Celery node name.
 WORKERS = {"workera": "worker-a", "workerb": "worker-b"}
 LISTENERS = 2
-# The Celery broker's Redis user. Production's `broker` user (ops/redis_acl.py) cannot start a
-# worker: kombu reads the worker's own control queue `<node>.celery.pidbox` at start, which it
-# is not granted (NoPermissionError on LLEN; docs/rehearsal.md). Until it is, the broker
-# connects as the server's administrator here; every other component as its own user.
+# The Celery broker's Redis user. Production's `broker` user (ops/redis_acl.py) cannot start
+# `airflow celery worker`: kombu reads the worker's event queue `celeryev.<uuid>` and
+# PSUBSCRIBEs `/<db>.celeryev/worker.*` at start, neither granted (NoPermissionError;
+# docs/rehearsal.md). Until they are, the broker connects as the server's administrator here;
+# every other component as its own user.
 BROKER_ROLE = "admin"
 REDIS_ROLES = [role.name for role in (*redis_acl.roles(), *redis_acl.SERVER_ROLES)]
 REDIS_PORT = 6379
