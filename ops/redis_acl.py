@@ -189,10 +189,13 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 "~_kombu.*",
                 "~unacked*",
                 "~*.celery.pidbox*",  # each worker's control queue and the replies to a broadcast
+                "~celeryev.*",  # the workers' event queues (gossip)
                 "&/*",
-                # A worker PSUBSCRIBEs to the broadcast channel `/<db>.celery.pidbox`, and Redis
-                # checks a PSUBSCRIBE pattern literally: one per database the broker may use.
+                # A worker PSUBSCRIBEs to the broadcast channel `/<db>.celery.pidbox` and to the
+                # other workers' events `/<db>.celeryev/worker.*`; Redis checks a PSUBSCRIBE
+                # pattern literally: one of each per database the broker may use.
                 *(f"&/{db}.celery.pidbox" for db in range(16)),
+                *(f"&/{db}.celeryev/worker.*" for db in range(16)),
                 "-@all",
                 *_CONNECT,
                 *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),

@@ -73,12 +73,9 @@ HOSTS = ("data", "control", "workera", "workerb", "listeners", "app")
 # netns host -> the worker's host name (its UTS namespace) and Celery node name.
 WORKERS = {"workera": "worker-a", "workerb": "worker-b"}
 LISTENERS = 2
-# The Celery broker's Redis user. Production's `broker` user (ops/redis_acl.py) cannot start
-# `airflow celery worker`: kombu reads the worker's event queue `celeryev.<uuid>` and
-# PSUBSCRIBEs `/<db>.celeryev/worker.*` at start, neither granted (NoPermissionError;
-# docs/rehearsal.md). Until they are, the broker connects as the server's administrator here;
-# every other component as its own user.
-BROKER_ROLE = "admin"
+# The Celery broker's Redis user: production's `broker` role (ops/redis_acl.py), which a real
+# `airflow celery worker` needs and tests/unit/test_redis_acl.py proves with a Celery worker.
+BROKER_ROLE = "broker"
 REDIS_ROLES = [role.name for role in (*redis_acl.roles(), *redis_acl.SERVER_ROLES)]
 REDIS_PORT = 6379
 PG_PORT = 5432

@@ -110,7 +110,7 @@ def test_publishing_waits_out_a_short_redis_outage(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(pipeline, "publish", flaky)
     monkeypatch.setattr(pipeline.time, "sleep", lambda s: None)
-    event = SimpleNamespace(event_id="evt-1")
+    event = SimpleNamespace(event_id="evt-1", run_id="signup__evt-1")
     assert pipeline.publish_retrying(event) == "1-0"
     assert len(calls) == 3
     # ... and gives up (so Airflow retries the task) once the budget is spent.
