@@ -40,6 +40,8 @@ def through_redis_outages(
 ) -> T | None:
     """Run `loop` until it returns; when it fails because Redis cannot be reached, wait
     (exponential backoff, `tick` after each wait so liveness stays green) and run it again.
+    When the stream or its consumer group has gone (deleted by hand, or a Redis that came
+    back without its data), run it again at once: the loop creates the group first.
     Returns the loop's result, or None if `stop` was set during an outage."""
     delay = retry_initial_s
     down_since: float | None = None
@@ -47,6 +49,14 @@ def through_redis_outages(
     while True:
         try:
             return loop()
+        except redis.ResponseError as err:
+            # NOGROUP: read after the group went; UNBLOCKED: it went while the read was blocked.
+            if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
+                raise
+            logger.warning("%s: the stream or its consumer group is gone (%s); creating it again", who, err)
+            if stop.wait(0.1):
+                return None
+            tick()
         except REDIS_OUTAGE as err:
             now = time.monotonic()
             if down_since is None:

@@ -168,3 +168,49 @@ def _answers(url: str) -> bool:
         return status(url) == 200
     except httpx.HTTPError:
         return False
+
+
+def test_listener_and_sla_observer_carry_on_when_their_stream_is_deleted(redis_client: redis.Redis) -> None:
+    """A stream deleted by hand, or a Redis that came back without its data: the consumer
+    group is gone (NOGROUP). Both loops create it again and go on, no restart needed."""
+    from onboarding.decision import DecisionEvent, publish_decision
+    from sla.metrics import SlaMetrics
+    from sla.observer import DecisionObserver
+    from sla.settings import SlaSettings
+    from tests.conftest import TEST_REDIS_URL
+
+    streams = StreamSettings(redis_url=TEST_REDIS_URL)
+    airflow = FakeAirflow()
+    listener = Listener(redis_client, airflow, ListenerSettings(streams=streams, consumer="nogroup", block_ms=100))
+    sla_settings = SlaSettings(streams=streams, consumer="nogroup", block_ms=100)
+    observer = DecisionObserver(redis_client, sla_settings, SlaMetrics(sla_settings))
+    threads = [threading.Thread(target=loop.run, daemon=True) for loop in (listener, observer)]
+    for thread in threads:
+        thread.start()
+    try:
+        first = new_signup(rng=random.Random(3))
+        publish_signup(redis_client, streams.signups_stream, first)
+        wait(lambda: len(airflow.runs) == 1, "the first run")
+        redis_client.delete(streams.signups_stream, streams.decisions_stream)
+        time.sleep(0.5)
+        assert all(thread.is_alive() for thread in threads)
+        second = new_signup(rng=random.Random(4))
+        publish_signup(redis_client, streams.signups_stream, second)
+        wait(lambda: len(airflow.runs) == 2, "the run of a signup sent after the stream was deleted")
+        stamps = {"occurred_at": "2026-11-30T10:00:00+00:00"}
+        publish_decision(
+            redis_client, streams.decisions_stream, DecisionEvent("e-9", "u", "approve", 0.1, [], "v", "r", stamps)
+        )
+        wait(
+            lambda: (
+                redis_client.xpending(streams.decisions_stream, sla_settings.group)["pending"] == 0
+                and redis_client.xinfo_groups(streams.decisions_stream)[0]["entries-read"] == 1
+            ),
+            "the observer read it",
+        )
+    finally:
+        listener.stop()
+        observer.stop()
+        for thread in threads:
+            thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
