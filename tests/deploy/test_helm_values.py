@@ -185,7 +185,7 @@ def test_batch_has_no_fab_user_job_and_a_shared_admin_password() -> None:
     assert Path(mounts[volume["name"]]["mountPath"]) == path.parent and mounts[volume["name"]]["readOnly"]
 
 
-@pytest.mark.parametrize("component", ["scheduler", "apiServer", "dagProcessor"])
+@pytest.mark.parametrize("component", ["workers", "scheduler", "apiServer", "dagProcessor"])
 def test_latency_critical_pods_give_up_on_a_dead_tcp_peer_within_5_s(component: str) -> None:
     pod = values("realtime")[component]["securityContexts"]["pod"]
     assert TCP_RTO_SYSCTL in pod["sysctls"]
