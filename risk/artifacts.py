@@ -39,6 +39,7 @@ CURRENT_FILE = "CURRENT"
 # The only non-builtin types a model file may contain. skops refuses anything else, so a
 # tampered file cannot smuggle in a callable.
 TRUSTED_TYPES = [
+    "risk.boosted.BoostedTrees",  # plain arrays: the compiled trees and their TreeSHAP tables
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.model_selection._split.StratifiedKFold",

@@ -13,6 +13,8 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from risk.evaluation import calibration_curve
+from risk.fairness import FOUR_FIFTHS
+from risk.fairness import markdown_table as fairness_table
 
 
 def write_card(folder: Path, meta: dict[str, Any]) -> Path:
@@ -93,11 +95,30 @@ def write_card(folder: Path, meta: dict[str, Any]) -> Path:
         f"{costs.get('bad_approved', 5)}, good declined {costs.get('good_declined', 1)}, review "
         f"{costs.get('review', '?')}, review capacity {costs.get('review_capacity', '?')}.",
         "",
+        f"Hyper-parameters (chosen by inner CV on all applicants): {meta.get('hyper_parameters') or 'n/a'}",
+        "",
         "Not used as features: sex and marital status, foreign-worker status (protected attributes).",
         "",
+        *_fairness_lines(meta.get("fairness") or {}),
         *[f"![{p}]({p})" for p in plots],
         "",
     ]
     path = folder / "MODEL_CARD.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _fairness_lines(fairness: dict[str, Any]) -> list[str]:
+    if not fairness:
+        return ["No fairness report (a version trained before fairness was measured).", ""]
+    flagged = [a for a, entry in fairness.items() if entry["disparate_impact"] < FOUR_FIFTHS]
+    return [
+        "## Fairness (out-of-fold decisions of the CV, mean of the repeats)",
+        "",
+        fairness_table(fairness),
+        "",
+        "Disparate impact: lowest group approval rate / highest (four-fifths rule: at least "
+        f"{FOUR_FIFTHS}); equal-opportunity difference: spread of the rate of good applicants approved. "
+        + (f"Below four-fifths: {', '.join(flagged)}." if flagged else "Every attribute meets the four-fifths rule."),
+        "",
+    ]

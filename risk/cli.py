@@ -28,9 +28,10 @@ from onboarding.errors import OnboardingError
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.evaluation import CANDIDATES, evaluate, markdown_table
+from risk.fairness import markdown_table as fairness_table
 from risk.model import load_training_data, probability_bad, reason_codes
 from risk.policy import CostMatrix
-from risk.registry import Gate, history, metadata, promote, rollback, train_version, versions
+from risk.registry import history, metadata, promote, rollback, train_version, versions
 from risk.settings import RiskSettings
 
 
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--sample", action="store_true", help="a sample applicant from the data set")
     card = sub.add_parser("card", help="write the model card (markdown + plots) of a version")
     card.add_argument("version", nargs="?")
+    card.add_argument("--plots", type=Path, help="also copy the plots here as model-<name>.png (for the docs)")
     bench = sub.add_parser("bench", help="in-process scoring latency of the current model")
     bench.add_argument("--n", type=int, default=2000)
     args = parser.parse_args(argv)
@@ -89,9 +91,10 @@ def cmd_train(settings: RiskSettings, args: argparse.Namespace) -> int:
             pass
     started = time.monotonic()
     print(f"training: {args.repeats} x 10-fold CV, then a fit on all applicants", file=sys.stderr)
+    data = load_training_data()
     version = train_version(
         model_dir,
-        load_training_data(),
+        data,
         _costs(settings),
         settings.review_capacity,
         args.repeats,
@@ -107,9 +110,7 @@ def cmd_train(settings: RiskSettings, args: argparse.Namespace) -> int:
         "metrics": {k: v for k, v in meta["metrics"].items() if k != "calibration"},
     }
     if not args.no_promote:
-        result["promotion"] = promote(
-            model_dir, version, Gate(settings.gate_max_cost_increase, settings.gate_max_auc_drop)
-        )
+        result["promotion"] = promote(model_dir, version, settings.gate(), data=data, progress=_progress)
         result["current"] = version
     result["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=2))
@@ -133,13 +134,21 @@ def cmd_evaluate(settings: RiskSettings, args: argparse.Namespace) -> int:
         repeats=args.repeats,
         seed=args.seed,
         progress=_progress,
+        protected=data.protected,
     )
     table = markdown_table(reports)
+    fairness = "\n\n".join(
+        f"Fairness of `{name}` (3-way policy, out-of-fold, mean of the repeats):\n\n"
+        f"{fairness_table(report.summary()['fairness'])}"
+        for name, report in reports.items()
+        if CANDIDATES[name].make is not None
+    )
     command = f"onboarding-model evaluate --candidates {','.join(names)} --repeats {args.repeats} --seed {args.seed}"
     print(json.dumps({n: r.summary() for n, r in reports.items()}, indent=2))
-    print(f"\n{table}\n\n{args.repeats} x 10-fold stratified CV in {time.monotonic() - started:.0f} s: `{command}`")
+    seconds = time.monotonic() - started
+    print(f"\n{table}\n\n{fairness}\n\n{args.repeats} x 10-fold stratified CV in {seconds:.0f} s: `{command}`")
     if args.markdown:
-        args.markdown.write_text(f"{table}\n\nProduced by `{command}`.\n")
+        args.markdown.write_text(f"{table}\n\n{fairness}\n\nProduced by `{command}` in {seconds:.0f} s.\n")
     return 0
 
 
@@ -156,12 +165,8 @@ def cmd_history(settings: RiskSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(settings: RiskSettings, args: argparse.Namespace) -> int:
-    reasons = promote(
-        settings.model_dir,
-        args.version,
-        Gate(settings.gate_max_cost_increase, settings.gate_max_auc_drop),
-        force=args.force,
-    )
+    data = load_training_data()
+    reasons = promote(settings.model_dir, args.version, settings.gate(), args.force, data, _progress)
     print(json.dumps({"current": args.version, "gate": reasons}))
     return 0
 
@@ -200,7 +205,15 @@ def cmd_card(settings: RiskSettings, args: argparse.Namespace) -> int:
     from risk.card import write_card
 
     version = args.version or current_version(settings.model_dir)
-    print(write_card(settings.model_dir / version, metadata(settings.model_dir, version)))
+    folder = settings.model_dir / version
+    print(write_card(folder, metadata(settings.model_dir, version)))
+    if args.plots:
+        args.plots.mkdir(parents=True, exist_ok=True)
+        for name in ("roc.png", "calibration.png", "scores.png"):
+            if (folder / name).is_file():
+                target = args.plots / f"model-{name}"
+                target.write_bytes((folder / name).read_bytes())
+                print(target)
     return 0
 
 

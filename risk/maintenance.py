@@ -11,7 +11,7 @@ from risk.errors import ModelError
 from risk.model import load_training_data
 from risk.policy import CostMatrix
 from risk.redis_client import redis_client
-from risk.registry import Gate, metadata, promote, train_version
+from risk.registry import metadata, promote, train_version
 from risk.settings import RiskSettings
 
 
@@ -34,9 +34,8 @@ def gate_and_promote(version: str, settings: RiskSettings | None = None) -> dict
     a failure of the job: the champion stays, and the report says why."""
     settings = settings or RiskSettings.from_env()
     write_card(settings.model_dir / version, metadata(settings.model_dir, version))
-    gate = Gate(settings.gate_max_cost_increase, settings.gate_max_auc_drop)
     try:
-        reasons = promote(settings.model_dir, version, gate)
+        reasons = promote(settings.model_dir, version, settings.gate(), data=load_training_data(), progress=print)
     except ModelError as err:
         return {"version": version, "promoted": False, "reason": str(err)}
     return {"version": version, "promoted": True, "gate": reasons}

@@ -1,16 +1,18 @@
-"""The risk model: a scikit-learn Pipeline, trained on the credit data, explained per applicant.
+"""The risk model: trained on the credit data, explained per applicant.
 
-The pipeline takes a dict per applicant (DictVectorizer one-hot encodes the categorical
-labels), standardises, and fits a logistic regression for P(bad). Because the model is
-linear in standardised features, each feature's push toward "bad" is exactly
-coef * z, summed over the feature's one-hot columns; those pushes are the reason codes.
+The service's model (`MODEL_KIND`, "boosted") is gradient-boosted trees with exact TreeSHAP
+contributions (`risk.boosted`): each feature's push toward "bad", in calibrated log-odds,
+and the pushes sum exactly to the applicant's log-odds minus the base value. Versions of the
+earlier kind ("logistic", a calibrated logistic regression) still load and explain: their
+pushes are coef * z summed over the feature's one-hot columns. The largest positive pushes
+are the reason codes.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from risk.boosted import BoostedTrees
 from risk.errors import ModelError
+from risk.fairness import protected_attributes
 from risk.features import (
     BAD_LABEL,
     DERIVED_FEATURES,
@@ -40,6 +44,8 @@ class TrainingData:
     applications: list[dict[str, Any]]
     bad: list[bool]
     sha256: str
+    # Sex, age band and foreign-worker status per applicant: for the fairness report only.
+    protected: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,24 +66,28 @@ def load_training_data(path: Path = DEFAULT_DATA_PATH) -> TrainingData:
         applications=[csv_row_to_application(r) for r in records],
         bad=[r[LABEL_COLUMN] == BAD_LABEL for r in records],
         sha256=hashlib.sha256(raw).hexdigest(),
+        protected=[protected_attributes(r) for r in records],
     )
 
 
-MODEL_KIND = "logistic"
+MODEL_KIND = "boosted"
 
 
-def build_model(seed: int = 0) -> Any:
-    """The service's model: calibrated logistic regression, C tuned by inner CV."""
+def build_model(seed: int = 0, kind: str = MODEL_KIND) -> Any:
+    """The training procedure of a model kind (the service's by default), ready to fit."""
     from risk.evaluation import CANDIDATES
 
-    factory = CANDIDATES[MODEL_KIND].make
-    if factory is None:
-        raise ModelError(f"model kind {MODEL_KIND!r} has no estimator to build")
-    return factory(seed)
+    candidate = CANDIDATES.get(kind)
+    if candidate is None or candidate.make is None:
+        raise ModelError(f"model kind {kind!r} has no estimator to build")
+    model = candidate.make(seed)
+    if isinstance(model, BoostedTrees):
+        model.set_params(explain=True)  # the version in service explains every decision
+    return model
 
 
-def fit(data: TrainingData, seed: int = 0) -> Any:
-    model = build_model(seed)
+def fit(data: TrainingData, seed: int = 0, kind: str = MODEL_KIND) -> Any:
+    model = build_model(seed, kind)
     model.fit([application_to_model_row(a) for a in data.applications], np.array(data.bad))
     return model
 
@@ -94,12 +104,15 @@ def probability_bad(model: Any, application: dict[str, Any]) -> float:
     return float(model.predict_proba([row])[0, 1])
 
 
-def reason_codes(model: Any, application: dict[str, Any], top: int = 4) -> list[ReasonCode]:
-    """The features that pushed this applicant's score furthest toward decline, largest first.
+def contributions(model: Any, application: dict[str, Any]) -> dict[str, float]:
+    """Each reason code's push toward "bad" for this applicant, in log-odds.
 
-    Exact for the linear model: each feature's push is coef * z summed over its columns;
-    the calibration is monotonic, so it keeps the order.
+    Exact for both kinds: for boosted trees the TreeSHAP values (they sum to the calibrated
+    log-odds minus `BoostedTrees.base_value`); for the linear model coef * z summed over the
+    feature's columns (in the uncalibrated linear model's units; the calibration is monotonic).
     """
+    if isinstance(model, BoostedTrees):
+        return model.explain_row(application_to_model_row(application))[1]
     pipeline = linear_part(model)
     vectorizer: DictVectorizer = pipeline.named_steps["vectorize"]
     scaler: StandardScaler = pipeline.named_steps["scale"]
@@ -111,8 +124,14 @@ def reason_codes(model: Any, application: dict[str, Any], top: int = 4) -> list[
         name = str(column).split("=", 1)[0]
         name = REASON_GROUP.get(name, name)
         per_feature[name] = per_feature.get(name, 0.0) + float(push)
+    return per_feature
+
+
+def reason_codes(model: Any, application: dict[str, Any], top: int = 4) -> list[ReasonCode]:
+    """The features that pushed this applicant's score furthest toward decline, largest first
+    (adverse-action reasons): the positive `contributions`, at most `top`."""
     ranked = sorted(
-        ((name, push) for name, push in per_feature.items() if push > 0),
+        ((name, push) for name, push in contributions(model, application).items() if push > 0),
         key=lambda item: item[1],
         reverse=True,
     )

@@ -16,7 +16,7 @@ import numpy as np
 
 from risk.artifacts import METADATA_FILE, current_version, load_model, save_model, set_current
 from risk.errors import ModelError
-from risk.evaluation import Progress, evaluate
+from risk.evaluation import CANDIDATES, Progress, evaluate
 from risk.model import MODEL_KIND, TrainingData, fit
 from risk.policy import CostMatrix, Policy
 
@@ -25,19 +25,24 @@ HISTORY_FILE = "HISTORY"
 
 @dataclass(frozen=True)
 class Gate:
-    """A challenger must not cost more, nor rank applicants much worse, than the champion."""
+    """A challenger must not cost more, rank applicants much worse, nor treat a protected group
+    worse (disparate impact down, or equal-opportunity difference up, by more than
+    `max_fairness_worsening`) than the champion, judged on the same folds of the same data."""
 
     max_cost_increase: float = 0.0
     max_auc_drop: float = 0.005
+    max_fairness_worsening: float = 0.05
 
     def check(self, challenger: dict[str, Any], champion: dict[str, Any] | None) -> tuple[bool, list[str]]:
+        """Compare two evaluations. `champion` is the champion's metadata, or its training
+        procedure re-run on the challenger's folds (`rerun_champion`)."""
         if champion is None:
             return True, ["no champion in service"]
         if challenger.get("cv") != champion.get("cv"):
             return False, [f"evaluated on other folds ({challenger.get('cv')} vs {champion.get('cv')}); re-evaluate"]
         if challenger.get("costs") != champion.get("costs"):
             return False, [f"evaluated under other costs ({challenger.get('costs')} vs {champion.get('costs')})"]
-        reasons = []
+        reasons = [f"champion: {champion['rerun']}"] if champion.get("rerun") else []
         passed = True
         cost_new = challenger["metrics"]["cost_policy"]["mean"]
         cost_old = champion["metrics"]["cost_policy"]["mean"]
@@ -53,7 +58,71 @@ class Gate:
             reasons.append(f"AUC {auc_new:.4f} < champion {auc_old:.4f} - {self.max_auc_drop}")
         else:
             reasons.append(f"AUC {auc_new:.4f} vs champion {auc_old:.4f}")
+        fair_passed, fair_reasons = self._check_fairness(challenger.get("fairness"), champion.get("fairness"))
+        return passed and fair_passed, reasons + fair_reasons
+
+    def _check_fairness(self, new: dict[str, Any] | None, old: dict[str, Any] | None) -> tuple[bool, list[str]]:
+        if not old:
+            return True, ["fairness not compared: the champion has no fairness report"]
+        if not new:
+            return False, ["the challenger has no fairness report"]
+        passed, reasons = True, []
+        tolerance = self.max_fairness_worsening
+        for attribute, reference in old.items():
+            entry = new.get(attribute)
+            if entry is None:
+                passed = False
+                reasons.append(f"the challenger's fairness report has no {attribute}")
+                continue
+            di_new, di_old = entry["disparate_impact"], reference["disparate_impact"]
+            eo_new, eo_old = entry["equal_opportunity_difference"], reference["equal_opportunity_difference"]
+            if di_new < di_old - tolerance:
+                passed = False
+                reasons.append(f"{attribute}: disparate impact {di_new:.3f} < champion {di_old:.3f} - {tolerance}")
+            else:
+                reasons.append(f"{attribute}: disparate impact {di_new:.3f} vs champion {di_old:.3f}")
+            if eo_new > eo_old + tolerance:
+                passed = False
+                reasons.append(
+                    f"{attribute}: equal-opportunity difference {eo_new:.3f} > champion {eo_old:.3f} + {tolerance}"
+                )
+            else:
+                reasons.append(f"{attribute}: equal-opportunity difference {eo_new:.3f} vs champion {eo_old:.3f}")
         return passed, reasons
+
+
+def rerun_champion(
+    champion: dict[str, Any], challenger: dict[str, Any], data: TrainingData, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The champion's training procedure (its kind, hyper-parameter search included) evaluated
+    on the challenger's data, folds and costs: what the gate compares a challenger trained on
+    new data with. `data` must be the challenger's training data."""
+    kind = champion.get("kind", "logistic")
+    if kind not in CANDIDATES or CANDIDATES[kind].make is None:
+        raise ModelError(f"the champion's kind {kind!r} is not a known training procedure; cannot re-run it")
+    cv, costs = challenger["cv"], challenger["costs"]
+    if cv.get("data_sha256") != data.sha256:
+        raise ModelError("the challenger's training data is not the data given; cannot re-run the champion on it")
+    report = evaluate(
+        data.applications,
+        data.bad,
+        [kind],
+        CostMatrix(costs["bad_approved"], costs["good_declined"], costs["review"]),
+        costs["review_capacity"],
+        repeats=cv["repeats"],
+        folds=cv["folds"],
+        seed=cv["seed"],
+        progress=progress,
+        protected=data.protected,
+    )[kind].summary()
+    return {
+        "kind": kind,
+        "rerun": f"{champion.get('version')} ({kind}) re-trained and evaluated on the challenger's folds",
+        "cv": cv,
+        "costs": costs,
+        "metrics": {k: report[k] for k in ("auc", "brier", "cost_bayes", "cost_policy", "review_rate")},
+        "fairness": report["fairness"],
+    }
 
 
 def train_version(
@@ -64,28 +133,30 @@ def train_version(
     repeats: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
+    kind: str = MODEL_KIND,
 ) -> str:
     """Evaluate the training procedure by repeated CV, fit it on all data, save (not promote)."""
     reports = evaluate(
         data.applications,
         data.bad,
-        [MODEL_KIND],
+        [kind],
         costs,
         review_capacity,
         repeats=repeats,
         seed=seed,
         progress=progress,
+        protected=data.protected,
     )
-    report = reports[MODEL_KIND]
+    report = reports[kind]
     # The policy's review band is sized on out-of-fold scores: what the model will see live.
     policy = Policy.from_costs(costs, review_capacity=review_capacity, scores=report.out_of_fold)
     if progress:
         progress("fitting on all applicants")
-    model = fit(data, seed=seed)
+    model = fit(data, seed=seed, kind=kind)
     summary = report.summary()
     metrics = {k: summary[k] for k in ("auc", "brier", "cost_bayes", "cost_policy", "review_rate", "calibration")}
     extra = {
-        "kind": MODEL_KIND,
+        "kind": kind,
         "seed": seed,
         "cv": {"repeats": repeats, "folds": 10, "seed": seed, "data_sha256": data.sha256},
         "costs": {
@@ -94,6 +165,8 @@ def train_version(
             "review": costs.review_cost,
             "review_capacity": review_capacity,
         },
+        "fairness": summary["fairness"],
+        "hyper_parameters": getattr(model, "params_", None),
         "out_of_fold_scores": [round(float(p), 5) for p in np.asarray(report.out_of_fold)],
         "labels": [bool(b) for b in data.bad],
     }
@@ -119,11 +192,35 @@ def champion(model_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def promote(model_dir: Path, version: str, gate: Gate | None = None, force: bool = False) -> list[str]:
-    """Make `version` current if it passes the gate (or `force`). Returns the gate's reasons."""
+def promote(
+    model_dir: Path,
+    version: str,
+    gate: Gate | None = None,
+    force: bool = False,
+    data: TrainingData | None = None,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Make `version` current if it passes the gate (or `force`). Returns the gate's reasons.
+
+    When the champion was evaluated on other folds or data than the challenger (a retrain on
+    new data), or has no fairness report, and `data` is the challenger's training data, the
+    champion's training procedure is re-run on the challenger's folds and the gate compares
+    like with like; without that data, such a challenger is refused."""
     challenger = metadata(model_dir, version)
     load_model(model_dir, version)  # a version the service could not load is never promoted
-    passed, reasons = (gate or Gate()).check(challenger, champion(model_dir))
+    reference = champion(model_dir)
+    if (
+        reference is not None
+        and data is not None
+        and data.sha256 == (challenger.get("cv") or {}).get("data_sha256")
+        and (
+            reference.get("cv") != challenger.get("cv")
+            or reference.get("costs") != challenger.get("costs")
+            or not reference.get("fairness")
+        )
+    ):
+        reference = rerun_champion(reference, challenger, data, progress)
+    passed, reasons = (gate or Gate()).check(challenger, reference)
     if not passed and not force:
         raise ModelError(f"version {version} did not pass the promotion gate: {'; '.join(reasons)}")
     previous = _current_or_none(model_dir)

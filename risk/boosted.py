@@ -1,0 +1,224 @@
+"""The service's model: gradient-boosted trees of depth 3, with exact per-feature reasons.
+
+Training (`BoostedTrees.fit`), all inside the data it is given, so that repeated CV around it
+is nested:
+- the trees are scikit-learn's `HistGradientBoostingClassifier` on the 18 application
+  fields (categorical ones as categories, not one-hot columns) plus the monthly repayment,
+  with monotone constraints where the direction is known (longer credit, higher instalment
+  rate: riskier; older: less risky), so that a reason never says "too short";
+- depth (2 or 3), L2 regularisation (1 or 3) and the number of trees (20-400) are chosen by an
+  inner 5-fold CV on log loss;
+- a Platt (sigmoid) calibration with a positive slope is fitted on the inner CV's out-of-fold
+  scores: monotone, so it keeps the order of applicants and of reasons.
+
+Then the fitted trees are compiled into plain arrays (the scikit-learn booster is dropped):
+each tree's output and its exact TreeSHAP values for each of its at most 128 direction
+patterns (`risk.treeshap`). Scoring and explaining one applicant are table look-ups, and the
+contributions sum exactly to the calibrated logit minus the base value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+
+from risk.features import FEATURES
+from risk.treeshap import MAX_SPLITS, PATTERNS, Tree, leaf_values, shapley_table
+
+# The model's columns, in order: each is one reason code.
+COLUMNS: tuple[str, ...] = (*(f.name for f in FEATURES), "monthly_amount")
+_CATEGORICAL = [f.categorical for f in FEATURES] + [False]
+_LABEL_CODES = {f.name: {label: i for i, label in enumerate(f.codes.values())} for f in FEATURES if f.categorical}
+# +1: risk rises with the value, -1: it falls; 0: no constraint.
+MONOTONE = {"duration_months": 1, "installment_rate_pct": 1, "age_years": -1}
+
+
+def encode(rows: list[dict[str, Any]]) -> np.ndarray:
+    """Model rows (data set labels, floats; `risk.features.application_to_model_row`) as a
+    float matrix: category index for categorical fields, the value otherwise."""
+    out = np.empty((len(rows), len(COLUMNS)))
+    for i, row in enumerate(rows):
+        for j, name in enumerate(COLUMNS[:-1]):
+            codes = _LABEL_CODES.get(name)
+            out[i, j] = codes[row[name]] if codes is not None else float(row[name])
+        out[i, -1] = float(row["log_monthly_amount"])
+    return out
+
+
+class BoostedTrees(ClassifierMixin, BaseEstimator):
+    """P(bad) from boosted trees, with exact TreeSHAP contributions per column."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        depths: tuple[int, ...] = (2, 3),
+        l2_regularizations: tuple[float, ...] = (1.0, 3.0),
+        max_trees: int = 400,
+        learning_rate: float = 0.03,
+        inner_folds: int = 5,
+        explain: bool = True,
+    ) -> None:
+        self.seed = seed
+        self.depths = depths
+        self.l2_regularizations = l2_regularizations
+        self.max_trees = max_trees
+        self.learning_rate = learning_rate
+        self.inner_folds = inner_folds
+        self.explain = explain
+
+    def _booster(self, depth: int, l2: float, trees: int) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(
+            max_depth=depth,
+            learning_rate=self.learning_rate,
+            max_iter=trees,
+            l2_regularization=l2,
+            min_samples_leaf=20,
+            categorical_features=_CATEGORICAL,
+            monotonic_cst=[MONOTONE.get(name, 0) for name in COLUMNS],
+            early_stopping=False,
+            random_state=self.seed,
+        )
+
+    def fit(self, rows: list[dict[str, Any]], y: Any) -> BoostedTrees:
+        x, labels = encode(rows), np.asarray(y, dtype=bool)
+        self.classes_ = np.array([False, True])
+        inner = list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed).split(x, labels))
+        best: tuple[float, int, float, int, np.ndarray] | None = None
+        for depth in self.depths:
+            for l2 in self.l2_regularizations:
+                staged = np.zeros((self.max_trees, len(labels)))
+                for train, test in inner:
+                    booster = self._booster(depth, l2, self.max_trees).fit(x[train], labels[train])
+                    for i, z in enumerate(booster.staged_decision_function(x[test])):
+                        staged[i, test] = z
+                losses = [log_loss(labels, _sigmoid(staged[i])) for i in range(self.max_trees)]
+                trees = int(np.argmin(losses[19:])) + 20  # at least 20 trees
+                if best is None or losses[trees - 1] < best[0]:
+                    best = (losses[trees - 1], depth, l2, trees, staged[trees - 1])
+        assert best is not None
+        _, depth, l2, trees, out_of_fold = best
+        self.params_ = {"depth": depth, "l2_regularization": l2, "trees": trees, "learning_rate": self.learning_rate}
+        self.slope_, self.intercept_ = _platt(out_of_fold, labels)
+        self._compile(self._booster(depth, l2, trees).fit(x, labels))
+        return self
+
+    def _compile(self, booster: HistGradientBoostingClassifier) -> None:
+        # The booster puts its categorical columns first and re-encodes their values
+        # (OrdinalEncoder: a code unseen in training is missing); undo both here.
+        categorical = np.array(_CATEGORICAL)
+        order = np.concatenate([np.flatnonzero(categorical), np.flatnonzero(~categorical)])
+        encoder = booster._preprocessor.named_transformers_["encoder"]
+        seen = {
+            int(column): [int(v) for v in values] for column, values in zip(order, encoder.categories_, strict=False)
+        }
+        count = len(booster._predictors)
+        self.split_feature_ = np.zeros((count, MAX_SPLITS), dtype=np.int64)
+        self.split_threshold_ = np.full((count, MAX_SPLITS), np.inf)
+        self.split_categorical_ = np.zeros((count, MAX_SPLITS), dtype=bool)
+        self.split_left_codes_ = np.zeros((count, MAX_SPLITS), dtype=np.int64)  # bit c: category c goes left
+        self.pattern_value_ = np.zeros((count, PATTERNS))
+        self.shap_feature_ = np.full((count, MAX_SPLITS), len(COLUMNS), dtype=np.int64)
+        self.shap_value_ = np.zeros((count, PATTERNS, MAX_SPLITS)) if self.explain else np.zeros((0, 0, 0))
+        expected = 0.0
+        for t, (predictor,) in enumerate(booster._predictors):
+            nodes = predictor.nodes
+            splits = [n for n in range(len(nodes)) if not nodes["is_leaf"][n]]
+            if len(splits) > MAX_SPLITS:
+                raise ValueError(f"tree {t} has {len(splits)} splits; at most {MAX_SPLITS} can be explained exactly")
+            split_of = np.full(len(nodes), -1, dtype=np.int64)
+            for j, n in enumerate(splits):
+                split_of[n] = j
+                feature = int(order[nodes["feature_idx"][n]])
+                self.split_feature_[t, j] = feature
+                if nodes["is_categorical"][n]:
+                    self.split_categorical_[t, j] = True
+                    left_bits = predictor.raw_left_cat_bitsets[nodes["bitset_idx"][n]]
+                    mask = 0
+                    for code in range(len(FEATURES[feature].codes)):
+                        if code in seen[feature]:
+                            encoded = seen[feature].index(code)
+                            goes_left = bool((int(left_bits[encoded // 32]) >> (encoded % 32)) & 1)
+                        else:
+                            goes_left = bool(nodes["missing_go_to_left"][n])
+                        if goes_left:
+                            mask |= 1 << code
+                    self.split_left_codes_[t, j] = mask
+                else:
+                    self.split_threshold_[t, j] = float(nodes["num_threshold"][n])
+            leaf = nodes["is_leaf"].astype(bool)
+            tree = Tree(
+                feature=np.where(leaf, -1, order[nodes["feature_idx"].astype(np.int64)]),
+                left=np.where(leaf, -1, nodes["left"].astype(np.int64)),
+                right=np.where(leaf, -1, nodes["right"].astype(np.int64)),
+                value=nodes["value"].astype(float),
+                count=nodes["count"].astype(float),
+                split=split_of,
+            )
+            self.pattern_value_[t] = leaf_values(tree)
+            features, phi, tree_expected = shapley_table(tree)
+            expected += tree_expected
+            if self.explain:
+                self.shap_feature_[t] = np.where(features < 0, len(COLUMNS), features)
+                self.shap_value_[t] = phi
+        self.raw_baseline_ = float(np.ravel(booster._baseline_prediction)[0])
+        self.raw_expected_ = self.raw_baseline_ + expected
+
+    def _patterns(self, x: np.ndarray) -> np.ndarray:
+        values = x[:, self.split_feature_]  # (rows, trees, splits)
+        codes = np.clip(values, 0, 62).astype(np.int64)
+        left = np.where(self.split_categorical_, (self.split_left_codes_ >> codes) & 1, values <= self.split_threshold_)
+        return (left.astype(np.int64) << np.arange(MAX_SPLITS)).sum(axis=-1)
+
+    def raw_score(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The boosted trees' log-odds, before calibration."""
+        patterns = self._patterns(encode(rows))
+        trees = np.arange(len(self.pattern_value_))
+        return self.raw_baseline_ + self.pattern_value_[trees, patterns].sum(axis=-1)
+
+    def decision_function(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The calibrated log-odds of bad."""
+        return self.slope_ * self.raw_score(rows) + self.intercept_
+
+    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        p = _sigmoid(self.decision_function(rows))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        return self.predict_proba(rows)[:, 1] > 0.5
+
+    @property
+    def base_value(self) -> float:
+        """The calibrated log-odds the contributions start from (the training population's
+        expected raw score, calibrated)."""
+        return self.slope_ * self.raw_expected_ + self.intercept_
+
+    def explain_row(self, row: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        """(calibrated log-odds, contribution per column): the contributions sum to the
+        log-odds minus `base_value`."""
+        if not self.explain:
+            raise ValueError("this model was fitted without explanation tables (explain=False)")
+        patterns = self._patterns(encode([row]))[0]
+        trees = np.arange(len(self.pattern_value_))
+        raw = self.raw_baseline_ + float(self.pattern_value_[trees, patterns].sum())
+        phi = self.shap_value_[trees, patterns]  # (trees, splits)
+        totals = np.bincount(self.shap_feature_.ravel(), weights=phi.ravel(), minlength=len(COLUMNS) + 1)
+        contributions = {name: float(self.slope_ * totals[j]) for j, name in enumerate(COLUMNS)}
+        return self.slope_ * raw + self.intercept_, contributions
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def _platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of a sigmoid on `scores`; the identity unless the slope is positive
+    (a calibration that reversed the order would turn every reason around)."""
+    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(scores.reshape(-1, 1), labels)
+    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+    return (slope, intercept) if slope > 0 else (1.0, 0.0)
