@@ -410,6 +410,7 @@ class Probe:
         problems: list[str] = []
         code = -1
         last_report = time.monotonic()
+        shown: list[str] = []
         while time.monotonic() < deadline:
             problems = self.unhealthy()
             if not problems:
@@ -418,7 +419,11 @@ class Probe:
                 if code == 0:
                     return healthy_at - since, [], code
                 problems = [f"onboarding-stack status exits {code}"]
-            if time.monotonic() - last_report > 15:
+            if problems != shown:  # what is still wrong, each time it changes
+                shown = problems
+                last_report = time.monotonic()
+                log(f"    {time.monotonic() - since:.1f} s: {'; '.join(problems)}")
+            elif time.monotonic() - last_report > 15:
                 last_report = time.monotonic()
                 log(f"    waiting for health ({time.monotonic() - since:.0f} s): {'; '.join(problems)}")
             time.sleep(0.5)
