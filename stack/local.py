@@ -71,8 +71,10 @@ class Stack:
     def _instance(self, kind: str, api_port: int, health_port: int, log_server_port: int) -> AirflowInstance:
         db = self.settings.database_url if kind == "realtime" else self.settings.batch_database_url
         spec = InstanceSpec.from_deploy(kind, self.settings.home / kind, api_port, health_port, db)
+        folder = self.settings.realtime_dags_folder if kind == "realtime" else self.settings.batch_dags_folder
         spec = dataclasses.replace(
             spec,
+            dags_folder=folder or spec.dags_folder,
             run_dir=self.run_dir,
             log_dir=self.log_dir,
             extra_env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port)},

@@ -28,6 +28,10 @@ class StackSettings:
     onboarding_realtime and onboarding_batch) or a full SQLAlchemy URL of the realtime
     database; the batch instance then uses the same server with the database name
     suffixed `_batch` (or ONBOARDING_BATCH_METADATA_DB, a URL).
+
+    REALTIME_DAGS_FOLDER / BATCH_DAGS_FOLDER: each instance's DAG folder (default: the
+    checkout's dags/realtime and dags/batch); a team's own batch DAGs go in the batch one,
+    next to (a link to) dags/batch/risk_model.py.
     """
 
     home: Path = field(default_factory=lambda: default_home({}))
@@ -49,6 +53,8 @@ class StackSettings:
     # Each service's log is rotated (copy and truncate) above this size; N backups kept.
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 3
+    realtime_dags_folder: Path | None = None
+    batch_dags_folder: Path | None = None
 
     @property
     def database_url(self) -> str | None:
@@ -106,4 +112,15 @@ class StackSettings:
             batch_log_server_port=env.int("BATCH_LOG_SERVER_PORT", cls.batch_log_server_port, minimum=1),
             log_max_bytes=env.int("ONBOARDING_LOG_MAX_BYTES", cls.log_max_bytes, minimum=1024),
             log_backups=env.int("ONBOARDING_LOG_BACKUPS", cls.log_backups, minimum=0),
+            realtime_dags_folder=_folder(env.optional_str("REALTIME_DAGS_FOLDER"), "REALTIME_DAGS_FOLDER"),
+            batch_dags_folder=_folder(env.optional_str("BATCH_DAGS_FOLDER"), "BATCH_DAGS_FOLDER"),
         )
+
+
+def _folder(value: str | None, name: str) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{name}={value!r} is not a directory")
+    return path

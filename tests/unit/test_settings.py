@@ -65,6 +65,19 @@ def test_metadata_database_choice() -> None:
         StackSettings.from_env({"ONBOARDING_METADATA_DB": "mysql"})
 
 
+def test_each_instance_takes_its_dag_folder_from_the_environment(tmp_path) -> None:
+    from stack.local import Stack
+
+    batch = tmp_path / "batch-dags"
+    batch.mkdir()
+    settings = StackSettings.from_env({"BATCH_DAGS_FOLDER": str(batch), "ONBOARDING_HOME": str(tmp_path / "home")})
+    stack = Stack(settings)
+    assert stack.batch.spec.dags_folder == batch
+    assert stack.realtime.spec.dags_folder.parts[-2:] == ("dags", "realtime")  # the default
+    with pytest.raises(ConfigError, match="REALTIME_DAGS_FOLDER='/no/such/folder' is not a directory"):
+        StackSettings.from_env({"REALTIME_DAGS_FOLDER": "/no/such/folder"})
+
+
 def test_risk_settings() -> None:
     settings = RiskSettings.from_env({"RISK_MODEL_DIR": "/models", "RISK_REVIEW_COST": "0.5"})
     assert str(settings.model_dir) == "/models"

@@ -1,0 +1,258 @@
+"""Why two Airflow instances: decision latency while batch work runs, side by side.
+
+    python benchmarks/isolation.py [--variants dedicated,shared,none] [--rounds 1]
+                                   [--rate 2] [--duration 120] [--metadata sqlite|postgres]
+                                   [--cpu-seconds 15] [--archive-runs 500] [--out isolation.json]
+
+Three variants of the full local stack (`onboarding-stack up`, a home, ports and Redis of its
+own), each put through the same load: 20 warm-up signups at 1/s, then signups at --rate per
+second for --duration seconds, while
+  dedicated  the batch work runs on the batch instance (the design): the retraining DAG
+             (`risk_model_retrain`), the drift DAG (`risk_drift`) and `batch_load`
+             (benchmarks/batch_dags/batch_load.py: 20 tasks burning --cpu-seconds of CPU each) are
+             triggered on the batch instance (BATCH_DAGS_FOLDER holds them);
+  shared     the same DAGs on the realtime instance, beside `onboarding` (REALTIME_DAGS_FOLDER
+             holds all of them): one instance for everything;
+  none       no batch work at all: the floor.
+In `dedicated` and `shared` the weekly archive job also runs (the rq worker, as in
+production), over --archive-runs finished runs from 8 days ago seeded into the realtime
+metadata database at the start (seeded in every variant, so the databases are alike).
+The variants' order rotates between rounds. Latency is the app's view (XADD of the signup to
+the decision's `published_at`). Per variant: p50/p99/max, undecided, how far the batch work got
+in the window (`batch_load` tasks done), the load average; and p99 as a ratio to `none`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from benchmarks.coldstart import _pct, run_load  # noqa: E402
+from testkit.faults import FaultStack, log, stack_env  # noqa: E402
+from testkit.model import train_baseline  # noqa: E402
+
+VARIANTS = ("dedicated", "shared", "none")
+BATCH_DAGS = ("risk_model_retrain", "risk_drift", "batch_load")
+DAG_FILES = {
+    "onboarding": ROOT / "dags" / "realtime" / "onboarding_dag.py",
+    "risk_model": ROOT / "dags" / "batch" / "risk_model.py",
+    "batch_load": ROOT / "benchmarks" / "batch_dags" / "batch_load.py",
+}
+
+
+@dataclass
+class Result:
+    variant: str
+    latencies: list[float] = field(default_factory=list)
+    undecided: int = 0
+    batch_tasks_done: int = 0
+    batch_runs: dict[str, str] = field(default_factory=dict)
+    archived: str = ""
+    load_average: float = 0.0
+
+
+def _folder(tmp: Path, name: str, files: list[str]) -> Path:
+    folder = tmp / name
+    folder.mkdir()
+    for key in files:
+        (folder / DAG_FILES[key].name).symlink_to(DAG_FILES[key])
+    return folder
+
+
+def folders(variant: str, tmp: Path) -> dict[str, str]:
+    if variant == "dedicated":
+        return {"BATCH_DAGS_FOLDER": str(_folder(tmp, "batch-dags", ["risk_model", "batch_load"]))}
+    if variant == "shared":
+        return {"REALTIME_DAGS_FOLDER": str(_folder(tmp, "realtime-dags", ["onboarding", "risk_model", "batch_load"]))}
+    return {}
+
+
+class Admin:
+    """An instance's REST API as its admin (the stack's own admin password file)."""
+
+    def __init__(self, stack: FaultStack, kind: str) -> None:
+        port = stack.env["REALTIME_API_PORT" if kind == "realtime" else "BATCH_API_PORT"]
+        self.url = f"http://127.0.0.1:{port}"
+        password = (stack.home / kind / "admin.password").read_text().strip()
+        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+        token.raise_for_status()
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=30
+        )
+
+    def start(self, dag_id: str, conf: dict[str, Any]) -> str:
+        self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        run_id = f"bench__{dag_id}__{int(time.time())}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        self.http.post(f"/api/v2/dags/{dag_id}/dagRuns", json=body).raise_for_status()
+        return run_id
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        response = self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        return str(response.json().get("state")) if response.is_success else f"HTTP {response.status_code}"
+
+    def tasks_done(self, dag_id: str, run_id: str) -> int:
+        response = self.http.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"state": "success", "limit": 100}
+        )
+        return int(response.json().get("total_entries", 0)) if response.is_success else -1
+
+
+def seed_old_runs(stack: FaultStack, count: int) -> None:
+    if count <= 0:
+        return
+    import subprocess
+
+    code = (
+        "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
+        "from testkit.seed import seed_runs;"
+        "seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
+        " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix='evt-isolation-old-')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, stack.realtime_db_url, str(count)],
+        env={**stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
+
+
+def enqueue_archive(stack: FaultStack) -> str:
+    from rq import Queue
+
+    from archiver.settings import ArchiveSettings
+
+    queue = ArchiveSettings.from_env(stack.service_env("rq-worker")).queue
+    return Queue(queue, connection=stack.redis).enqueue("archiver.jobs.run_archive_job", job_timeout=3600).id
+
+
+def archive_status(stack: FaultStack, job_id: str) -> str:
+    from rq.job import Job
+
+    try:
+        return str(Job.fetch(job_id, connection=stack.redis).get_status())
+    except Exception as err:  # a benchmark reports, it does not stop
+        return f"unknown ({type(err).__name__})"
+
+
+def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Result:
+    with tempfile.TemporaryDirectory(prefix=f"onboarding-isolation-{variant}-") as tmp:
+        env = stack_env(Path(tmp) / "home", model_dir, args.metadata, **folders(variant, Path(tmp)))
+        stack = FaultStack(env)
+        result = Result(variant)
+        try:
+            log(f"[{variant}] onboarding-stack up")
+            stack.up()
+            seed_old_runs(stack, args.archive_runs)
+            log(f"[{variant}] warm-up: 20 signups at 1/s")
+            run_load(stack, 1.0, 20)
+            runs: dict[str, str] = {}
+            job = ""
+            admin = None
+            if variant != "none":
+                admin = Admin(stack, "batch" if variant == "dedicated" else "realtime")
+                runs = {
+                    "risk_model_retrain": admin.start("risk_model_retrain", {"repeats": 1}),
+                    "risk_drift": admin.start("risk_drift", {}),
+                    "batch_load": admin.start("batch_load", {"cpu_seconds": args.cpu_seconds}),
+                }
+                job = enqueue_archive(stack)
+                log(f"[{variant}] batch work started on the {admin.url} instance; archive job {job}")
+            load_before = os.getloadavg()[0]
+            log(f"[{variant}] {args.rate}/s for {args.duration:.0f} s")
+            rows, result.undecided = run_load(stack, args.rate, args.duration)
+            result.latencies = [r["published_at"] - r["published"] for r in rows if "published_at" in r]
+            result.load_average = max(load_before, os.getloadavg()[0])
+            if admin is not None:
+                result.batch_tasks_done = admin.tasks_done("batch_load", runs["batch_load"])
+                result.batch_runs = {dag: admin.run_state(dag, run) for dag, run in runs.items()}
+                result.archived = archive_status(stack, job)
+            p50, p99 = statistics.median(result.latencies), _pct(result.latencies, 0.99)
+            log(f"[{variant}] p50 {p50:.2f} s, p99 {p99:.2f} s; batch_load tasks done {result.batch_tasks_done}/20")
+            log(f"[{variant}] batch runs {result.batch_runs}; archive {result.archived}")
+            return result
+        finally:
+            left = stack.down()
+            if left:
+                log(f"[{variant}] left after down: {left}")
+
+
+def table(results: list[Result]) -> str:
+    floor: dict[str, float] = {}
+    for r in results:
+        if r.variant == "none" and r.latencies:
+            floor.setdefault("p99", _pct(r.latencies, 0.99))
+    lines = [
+        "| variant | p50 | p99 | max | p99 / none | undecided | batch_load tasks done in the window "
+        "| retrain / drift run | archive job | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        values = r.latencies or [float("nan")]
+        p99 = _pct(values, 0.99)
+        ratio = f"{p99 / floor['p99']:.2f}x" if floor.get("p99") else "-"
+        runs = f"{r.batch_runs.get('risk_model_retrain', '-')} / {r.batch_runs.get('risk_drift', '-')}"
+        done = f"{r.batch_tasks_done}/20" if r.variant != "none" else "-"
+        lines.append(
+            f"| {r.variant} | {statistics.median(values):.2f} s | {p99:.2f} s | {max(values):.2f} s | {ratio} "
+            f"| {r.undecided} | {done} | {runs} | {r.archived or '-'} | {r.load_average:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, default=120.0)
+    parser.add_argument("--metadata", default="sqlite", help="sqlite (the default stack) or postgres")
+    parser.add_argument("--cpu-seconds", type=float, default=15.0, help="CPU seconds each batch_load task burns")
+    parser.add_argument("--archive-runs", type=int, default=500)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    command = "python benchmarks/isolation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="onboarding-isolation-model-") as models:
+        log("training the baseline model")
+        model_dir = train_baseline(Path(models))
+        for r in range(args.rounds):
+            shift = r % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                results.append(one_variant(variant, model_dir, args))
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    print(f"\nCommand: `{command}`  ")
+    print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {args.metadata} metadata; {when}\n")
+    print(table(results))
+    if args.out:
+        args.out.write_text(json.dumps({"command": command, "when": when, "results": [r.__dict__ for r in results]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
