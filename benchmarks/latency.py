@@ -494,20 +494,24 @@ def await_decisions(
     log(f"  {tag}: gave up waiting after {timeout_s:.0f} s: {len(samples) - collector.resolve(samples)} undecided")
 
 
-def run_variant(name: str, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+def run_variant(label: str, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    """One variant; `label` is its name, optionally with `@sqlite` or `@postgres` for the
+    metadata database (otherwise --metadata-db), so both can run side by side in one run."""
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
     streams = StreamSettings.from_env({"REDIS_URL": args.redis_url})
+    name, _, metadata_db = label.partition("@")
+    metadata_db = metadata_db or args.metadata_db
     if name in ("tuned", "stepwise", "defaults", "unwarmed"):
         overrides = dict(item.split("=", 1) for item in args.realtime_env)
-        context = stack_variant(name, home, args.redis_url, args.metadata_db, overrides)
+        context = stack_variant(name, home, args.redis_url, metadata_db, overrides)
     elif name == "inprocess":
         context = inprocess_variant(home, args.redis_url)
     elif name == "assetwatcher":
-        context = assetwatcher_variant(home, args.redis_url, args.metadata_db)
+        context = assetwatcher_variant(home, args.redis_url, metadata_db)
     else:
         raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS + EXTRA_VARIANTS)}")
-    result: dict[str, Any] = {"variant": name}
+    result: dict[str, Any] = {"variant": label}
     with context as running:
         result["setup"] = running.description
         result["settings"] = running.settings
@@ -620,7 +624,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for ax, phase in zip(axes, ("sustained", "burst"), strict=True):
-        for r in report["results"]:
+        for i, r in enumerate(report["results"]):
             if phase not in r:
                 continue
             points = sorted(v for _, v in r[phase]["latencies"] if v is not None)
@@ -629,7 +633,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             # Of all published signups: a variant that loses or leaves some never reaches 1.
             published = len(r[phase]["latencies"])
             ys = [(i + 1) / published for i in range(len(points))]
-            color = COLORS[(VARIANTS + EXTRA_VARIANTS).index(r["variant"]) % len(COLORS)]
+            color = COLORS[i % len(COLORS)]
             label = f"{r['variant']} (p99 {r[phase].get('p99_s')} s, {len(points)}/{published} decided)"
             ax.step(points, ys, where="post", label=label, color=color)
         ax.set_xscale("log")
@@ -661,7 +665,12 @@ def host_description() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated; a name may end in @sqlite or @postgres (tuned@sqlite,tuned@postgres)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, order rotated")
     parser.add_argument("--rate", type=float, default=2.0, help="signups per second in the sustained phase")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the sustained phase")
     parser.add_argument("--burst", type=int, default=500, help="signups published at once (0: no burst)")
@@ -709,8 +718,14 @@ def main(argv: list[str] | None = None) -> int:
 
     Stack(_stack_settings(base / "model", args.redis_url, args.metadata_db)).ensure_model()  # trains one if none
     try:
-        for name in variants:
-            report["results"].append(run_variant(name, args, base / name))
+        for r in range(args.rounds):
+            # Rounds rotate the order: no variant always runs first, on a machine the others warmed.
+            shift = r % len(variants)
+            for name in variants[shift:] + variants[:shift]:
+                result = run_variant(name, args, base / f"{name}-{r}")
+                if args.rounds > 1:
+                    result["variant"] = f"{name} #{r + 1}"
+                report["results"].append(result)
     finally:
         if not args.keep_home:
             shutil.rmtree(base, ignore_errors=True)
