@@ -2,6 +2,7 @@
 
     python benchmarks/coldstart.py [--metadata sqlite,postgres] [--rounds 1] [--rate 2]
                                    [--duration 60] [--first 20] [--out coldstart.json]
+                                   [--compare KEY=VALUE ...]
 
 For each round, for each metadata database in turn (the order alternates between rounds, so
 neither always runs on a machine warmed or loaded by the other): a stack of its own
@@ -11,6 +12,8 @@ Redis of its own; PostgreSQL: fresh databases on the local server), then
      --rate per second for --duration seconds (an open loop on a fixed schedule);
   2. `restart`: `onboarding-stack down`, `up` again on the same home (metadata, model and
      Redis kept), and the same load.
+With --compare, each metadata database also runs with those settings (for every part of the
+stack), alternating with the repository's settings: a lever measured side by side.
 Latency is the app's view: from the signup's XADD to the decision's `published_at`. Per
 phase: how long `up` took, p50/p99/max of the first --first signups and of the whole first
 minute, and the median of each stage for the first three signups (where a cold start
@@ -59,6 +62,7 @@ STAGES = (
 class Phase:
     metadata: str
     phase: str
+    settings: str
     up_s: float
     latencies: list[float] = field(default_factory=list)  # in publish order
     stages: dict[str, float] = field(default_factory=dict)  # first three signups, median
@@ -109,20 +113,20 @@ def run_load(stack: FaultStack, rate: float, duration: float, timeout_s: float =
     return rows, len(wanted - decided.keys())
 
 
-def measure(stack: FaultStack, metadata: str, phase: str, args: argparse.Namespace) -> Phase:
+def measure(stack: FaultStack, metadata: str, settings: str, phase: str, args: argparse.Namespace) -> Phase:
     started = time.monotonic()
     stack.up()
     up_s = time.monotonic() - started
-    log(f"[{metadata} {phase}] up after {up_s:.1f} s; {args.rate}/s for {args.duration:.0f} s")
+    log(f"[{metadata} {settings} {phase}] up after {up_s:.1f} s; {args.rate}/s for {args.duration:.0f} s")
     rows, undecided = run_load(stack, args.rate, args.duration)
-    result = Phase(metadata, phase, up_s, undecided=undecided)
+    result = Phase(metadata, phase, settings, up_s, undecided=undecided)
     result.latencies = [r["published_at"] - r["published"] for r in rows if "published_at" in r]
     for name, start, end in STAGES:
         values = [r[end] - r[start] for r in rows[:3] if start in r and end in r]
         if values:
             result.stages[name] = statistics.median(values)
     log(
-        f"[{metadata} {phase}] first {args.first}: p99 {_pct(result.latencies[: args.first], 0.99):.2f} s; "
+        f"[{metadata} {settings} {phase}] first {args.first}: p99 {_pct(result.latencies[: args.first], 0.99):.2f} s; "
         f"minute p99 {_pct(result.latencies, 0.99):.2f} s; undecided {undecided}"
     )
     return result
@@ -142,14 +146,17 @@ def _drop_databases(url: str) -> None:
     conn.close()
 
 
-def one_variant(metadata: str, tag: str, model_dir: Path, args: argparse.Namespace) -> list[Phase]:
+def one_variant(
+    metadata: str, settings: dict[str, str], tag: str, model_dir: Path, args: argparse.Namespace
+) -> list[Phase]:
+    shown = " ".join(f"{k}={v}" for k, v in settings.items()) or "repository"
     with tempfile.TemporaryDirectory(prefix="onboarding-coldstart-") as tmp:
         db = "sqlite" if metadata == "sqlite" else _postgres_url(tag)
-        stack = FaultStack(stack_env(Path(tmp) / "home", model_dir, db))
+        stack = FaultStack(stack_env(Path(tmp) / "home", model_dir, db, **settings))
         try:
-            phases = [measure(stack, metadata, "start", args)]
+            phases = [measure(stack, metadata, shown, "start", args)]
             stack.cli("down", timeout_s=600)
-            phases.append(measure(stack, metadata, "restart", args))
+            phases.append(measure(stack, metadata, shown, "restart", args))
             return phases
         finally:
             left = stack.down()
@@ -162,16 +169,17 @@ def one_variant(metadata: str, tag: str, model_dir: Path, args: argparse.Namespa
 
 def table(phases: list[Phase], first: int) -> str:
     lines = [
-        f"| metadata | phase | `up` took | first {first}: p50 | p99 | max | first minute: p50 | p99 | undecided "
-        "| first three, median: listener | to first task | steps | publish |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| metadata | settings | phase | `up` took | first {first}: p50 | p99 | max "
+        "| first minute: p50 | p99 | undecided | first three, median: listener | to first task | steps | publish |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in phases:
         head = p.latencies[:first] or [float("nan")]
         whole = p.latencies or [float("nan")]
         stages = " | ".join(f"{p.stages.get(name, float('nan')):.2f} s" for name, _, _ in STAGES)
         lines.append(
-            f"| {p.metadata} | {p.phase} | {p.up_s:.1f} s | {statistics.median(head):.2f} s | {_pct(head, 0.99):.2f} s "
+            f"| {p.metadata} | {p.settings} | {p.phase} | {p.up_s:.1f} s "
+            f"| {statistics.median(head):.2f} s | {_pct(head, 0.99):.2f} s "
             f"| {max(head):.2f} s | {statistics.median(whole):.2f} s | {_pct(whole, 0.99):.2f} s | {p.undecided} "
             f"| {stages} |"
         )
@@ -186,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--first", type=int, default=20)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    settings: list[dict[str, str]] = [{}]
+    if args.compare:
+        settings.append(dict(item.split("=", 1) for item in args.compare))
     order = [m.strip() for m in args.metadata.split(",") if m.strip()]
     command = "python benchmarks/coldstart.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     phases: list[Phase] = []
@@ -195,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = train_baseline(Path(models))
         for r in range(args.rounds):
             for metadata in order if r % 2 == 0 else order[::-1]:
-                phases += one_variant(metadata, f"{r}_{metadata}", model_dir, args)
+                for i, chosen in enumerate(settings if r % 2 == 0 else settings[::-1]):
+                    phases += one_variant(metadata, chosen, f"{r}_{metadata}_{i}", model_dir, args)
     when = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"\nCommand: `{command}`  ")
     print(f"{os.cpu_count()} CPUs, Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}; {when}\n")

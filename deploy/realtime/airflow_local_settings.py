@@ -1,13 +1,17 @@
-"""Realtime instance: Param schema checks done once, and a warm process to fork tasks from.
+"""Realtime instance: Param schema checks done once, a warm execution API, and a warm process to fork tasks from.
 
 Airflow imports this module once in every process of the instance (`airflow.settings`
-finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does two things:
+finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does three things:
 
 1. Every process: Param validation checks each distinct schema against the JSON Schema
    metaschema once instead of on every call (onboarding/schema_checks.py), unless
    ONBOARDING_MEMOIZE_PARAM_SCHEMAS is false. The check was a third of the API server's
    trigger call (docs/benchmarks.md).
-2. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
+2. Every process: an api-server worker builds the execution API's versioned routes when it
+   starts instead of on its first request (onboarding/execution_api_warmup.py), unless
+   ONBOARDING_WARM_EXECUTION_API is false: the first task start after a start or restart
+   took 9 s and stalled every other request of that worker meanwhile.
+3. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
    forks its workers from the scheduler; on CeleryExecutor the `airflow celery worker`
    process forks its pool, and each task process is forked from those. Importing
    scikit-learn and loading the model here, once, means every onboarding task starts with
@@ -96,6 +100,17 @@ def _warm_up() -> None:
         print(f"onboarding: warmed {' and '.join(warmed)} before forking task processes", file=sys.stderr)
 
 
+def _warm_execution_api() -> None:
+    try:
+        from onboarding import execution_api_warmup
+    except ImportError:  # slower, not broken
+        _log.exception("onboarding: could not import the execution API warm-up")
+        return
+    if execution_api_warmup.enabled_from_env():
+        execution_api_warmup.install()
+
+
 _memoize_param_schema_checks()
+_warm_execution_api()
 if forks_task_processes(sys.argv):
     _warm_up()

@@ -1,0 +1,119 @@
+"""Build the execution API's versioned routes when an api-server worker starts, not on its
+first request.
+
+Task processes talk to Airflow through the api-server's execution API (`/execution`), a
+Cadwyn app. Cadwyn (7.0, in Airflow 3.3.2) generates the routes of every API version on the
+first request that reaches the app (`Cadwyn.__call__` -> `_cadwyn_initialize`): seconds of
+CPU inside the worker's event loop. Measured on the local stack (2 cores): the first task
+start (`PATCH /execution/task-instances/{id}/run`) took 8.6-9.1 s in each of the two
+workers, and nothing else, the listener's triggers included, was answered meanwhile: the
+first signups after a start or a restart waited 8-10 s for their task (docs/benchmarks.md).
+
+`install()` wraps `airflow.api_fastapi.execution_api.app.create_task_execution_api_app` so
+that the app it returns is initialised right away. uvicorn builds the app before a worker
+accepts connections, so the work moves from the first request to the worker's start, before
+the api-server answers its health check: "up" now means warm. The wrap is put in place when
+that module is first imported (an import hook, so no process imports the api-server's code
+early) and only if the module and Cadwyn's initialiser are what this was written for;
+otherwise it logs why and leaves Airflow as it is (slower, not broken).
+
+`deploy/realtime/airflow_local_settings.py` installs it in every process of the realtime
+instance unless ONBOARDING_WARM_EXECUTION_API is false. tests/unit/test_execution_api_warmup.py
+fails when an upgrade of Airflow or Cadwyn makes it wrong or useless;
+`python benchmarks/coldstart.py --compare ONBOARDING_WARM_EXECUTION_API=false` measures it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from onboarding.env import Env
+
+ENV_VAR = "ONBOARDING_WARM_EXECUTION_API"
+TARGET = "airflow.api_fastapi.execution_api.app"
+FACTORY = "create_task_execution_api_app"
+logger = logging.getLogger("onboarding.execution_api_warmup")
+
+
+def enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """ONBOARDING_WARM_EXECUTION_API (default true); a value that is not a boolean raises ConfigError."""
+    return Env(os.environ if environ is None else environ).bool(ENV_VAR, True)
+
+
+def initialised(app: Any) -> bool:
+    """Whether a Cadwyn app has generated its versioned routes."""
+    return bool(getattr(app, "_cadwyn_initialized", False))
+
+
+def warm(app: Any) -> bool:
+    """Generate the app's versioned routes now. False (and a warning) if it is not the Cadwyn
+    app this was written for."""
+    initialise = getattr(app, "_cadwyn_initialize", None)
+    if not callable(initialise) or not hasattr(app, "_cadwyn_initialized"):
+        logger.warning("the execution API app is not a Cadwyn 7 app (%s); not warmed", type(app).__name__)
+        return False
+    if not initialised(app):
+        initialise()
+    return initialised(app)
+
+
+def wrap(module: ModuleType) -> bool:
+    """Make the module's app factory return a warmed app. Idempotent."""
+    factory = getattr(module, FACTORY, None)
+    if not callable(factory):
+        logger.warning("%s has no %s(); the execution API is not warmed at start", TARGET, FACTORY)
+        return False
+    if getattr(factory, "__onboarding_warmed__", False):
+        return True
+
+    @functools.wraps(factory)
+    def create_warmed(*args: Any, **kwargs: Any) -> Any:
+        app = factory(*args, **kwargs)
+        warm(app)
+        return app
+
+    vars(create_warmed)["__onboarding_warmed__"] = True
+    setattr(module, FACTORY, create_warmed)
+    return True
+
+
+class _WrapOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: when TARGET is imported, it lets the regular finders find it and
+    wraps the module right after it has run."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            wrap(module)
+
+        vars(loader)["exec_module"] = exec_module  # this loader instance only
+        return spec
+
+
+def install() -> bool:
+    """Wrap the app factory now if its module is loaded, else as soon as it is imported."""
+    module = sys.modules.get(TARGET)
+    if module is not None:
+        return wrap(module)
+    if not any(isinstance(finder, _WrapOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WrapOnImport())
+    return True
