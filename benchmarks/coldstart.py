@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--first", type=int, default=20)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--model-dir", type=Path, help="a trained model directory to use (default: train one)")
     parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     settings: list[dict[str, str]] = [{}]
@@ -203,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/coldstart.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-coldstart-model-") as models:
-        log("training the baseline model")
-        model_dir = train_baseline(Path(models))
+        if args.model_dir:
+            model_dir = args.model_dir
+        else:
+            log("training the baseline model")
+            model_dir = train_baseline(Path(models))
         for r in range(args.rounds):
             for metadata in order if r % 2 == 0 else order[::-1]:
                 for i, chosen in enumerate(settings if r % 2 == 0 else settings[::-1]):

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-seconds", type=float, default=15.0, help="CPU seconds each batch_load task burns")
     parser.add_argument("--archive-runs", type=int, default=500)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--model-dir", type=Path, help="a trained model directory to use (default: train one)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
@@ -239,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/isolation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-isolation-model-") as models:
-        log("training the baseline model")
-        model_dir = train_baseline(Path(models))
+        if args.model_dir:
+            model_dir = args.model_dir
+        else:
+            log("training the baseline model")
+            model_dir = train_baseline(Path(models))
         for r in range(args.rounds):
             shift = r % len(variants)
             for variant in variants[shift:] + variants[:shift]:
