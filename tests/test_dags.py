@@ -42,6 +42,7 @@ PARSE = textwrap.dedent(
                     "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                     "retries": t.retries,
                     "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule)),
+                    "multiple_outputs": getattr(t, "multiple_outputs", None),
                 }
                 for t in dag.tasks
             },
@@ -81,6 +82,9 @@ def test_onboarding_dag_is_one_task() -> None:
     # One task runs enrich -> score -> decide -> publish: a scheduling round per run, not four.
     assert list(dag["tasks"]) == ["decide"]
     assert dag["tasks"]["decide"]["retries"] == 2
+    # One XCom per run (the decided record the audit reads), not one per key of it: each is an
+    # execution-API write, and a row the archive moves.
+    assert dag["tasks"]["decide"]["multiple_outputs"] is False
     assert {"event_id", "user_id", "occurred_at", "application", "schema_version"} <= set(dag["params"])
     assert dag["schedule"] == "None"
     assert dag["paused"] is False

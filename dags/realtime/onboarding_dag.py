@@ -57,6 +57,9 @@ def onboarding() -> None:
         # The decided record holds the applicant's values: it goes to the XCom (the audit
         # trail), not into the task log.
         show_return_value_in_logs=False,
+        # One XCom, the record: the `dict` return type would otherwise push each of its keys
+        # too (10 more execution-API writes per decision, 10 more rows for the archive).
+        multiple_outputs=False,
     )
     def decide(params: dict[str, Any] | None = None, ti: Any = None, run_id: str | None = None) -> dict[str, Any]:
         return pipeline.decide_and_publish(params, ti, run_id)
