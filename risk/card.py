@@ -97,7 +97,8 @@ def write_card(folder: Path, meta: dict[str, Any]) -> Path:
         "",
         f"Hyper-parameters (chosen by inner CV on all applicants): {meta.get('hyper_parameters') or 'n/a'}",
         "",
-        "Not used as features: sex and marital status, foreign-worker status (protected attributes).",
+        "Not used as features: sex and marital status, foreign-worker status (protected attributes)"
+        + (", age." if meta.get("kind") == "boosted" else "."),
         "",
         *_fairness_lines(meta.get("fairness") or {}),
         *[f"![{p}]({p})" for p in plots],

@@ -1,12 +1,12 @@
 """`onboarding-model`: train, evaluate, promote, roll back and explain the risk model.
 
-    onboarding-model train [--repeats N] [--if-missing] [--no-promote]
+    onboarding-model train [--repeats N] [--kind KIND] [--if-missing] [--no-promote]
     onboarding-model evaluate [--candidates a,b] [--repeats N] [--markdown FILE]
     onboarding-model list | history
     onboarding-model promote VERSION [--force]
     onboarding-model rollback
     onboarding-model explain [--file APPLICATION.json | --sample]
-    onboarding-model card [VERSION]
+    onboarding-model card [VERSION] [--plots DIR]
     onboarding-model bench [--n N]
 
 `onboarding-train` is `onboarding-model train`.
@@ -29,7 +29,7 @@ from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
 from risk.evaluation import CANDIDATES, evaluate, markdown_table
 from risk.fairness import markdown_table as fairness_table
-from risk.model import load_training_data, probability_bad, reason_codes
+from risk.model import MODEL_KIND, load_training_data, probability_bad, reason_codes
 from risk.policy import CostMatrix
 from risk.registry import history, metadata, promote, rollback, train_version, versions
 from risk.settings import RiskSettings
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="evaluate by repeated CV, fit, save, promote through the gate")
     train.add_argument("--repeats", type=int, default=3)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--kind", default=MODEL_KIND, help=f"training procedure (default {MODEL_KIND})")
     train.add_argument("--if-missing", action="store_true", help="do nothing if a model is in service")
     train.add_argument("--no-promote", action="store_true", help="save the version only")
     ev = sub.add_parser("evaluate", help="compare candidates and baselines on the same folds")
@@ -100,6 +101,7 @@ def cmd_train(settings: RiskSettings, args: argparse.Namespace) -> int:
         args.repeats,
         args.seed,
         progress=_progress,
+        kind=args.kind,
     )
     meta = metadata(model_dir, version)
     from risk.card import write_card

@@ -1,7 +1,7 @@
 """The risk model: trained on the credit data, explained per applicant.
 
 The service's model (`MODEL_KIND`, "boosted") is gradient-boosted trees with exact TreeSHAP
-contributions (`risk.boosted`): each feature's push toward "bad", in calibrated log-odds,
+contributions (`risk.boosted`; it does not use age): each feature's push toward "bad", in calibrated log-odds,
 and the pushes sum exactly to the applicant's log-odds minus the base value. Versions of the
 earlier kind ("logistic", a calibrated logistic regression) still load and explain: their
 pushes are coef * z summed over the feature's one-hot columns. The largest positive pushes

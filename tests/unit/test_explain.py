@@ -26,10 +26,11 @@ def rows() -> list[dict]:
 
 @cache
 def compiled() -> tuple[BoostedTrees, object]:
-    """A small booster (depth 3) and the same trees compiled into tables."""
+    """A small booster (trees of 8 leaves: 7 splits, the most a table holds) and the same trees
+    compiled into tables."""
     data = load_training_data()
     model = BoostedTrees(seed=0, explain=True)
-    booster = model._booster(3, 1.0, 40).fit(encode(rows()), np.array(data.bad))
+    booster = model._booster(8, 1.0, 40).fit(encode(rows()), np.array(data.bad))
     model._compile(booster)
     model.slope_, model.intercept_ = 1.0, 0.0
     return model, booster
