@@ -202,10 +202,10 @@ def promote(
 ) -> list[str]:
     """Make `version` current if it passes the gate (or `force`). Returns the gate's reasons.
 
-    When the champion was evaluated on other folds or data than the challenger (a retrain on
-    new data), or has no fairness report, and `data` is the challenger's training data, the
-    champion's training procedure is re-run on the challenger's folds and the gate compares
-    like with like; without that data, such a challenger is refused."""
+    When the champion was evaluated on other folds, data or costs than the challenger (a
+    retrain on new data) and `data` is the challenger's training data, the champion's
+    training procedure is re-run on the challenger's folds and the gate compares like with
+    like; without that data, such a challenger is refused."""
     challenger = metadata(model_dir, version)
     load_model(model_dir, version)  # a version the service could not load is never promoted
     reference = champion(model_dir)
@@ -213,11 +213,7 @@ def promote(
         reference is not None
         and data is not None
         and data.sha256 == (challenger.get("cv") or {}).get("data_sha256")
-        and (
-            reference.get("cv") != challenger.get("cv")
-            or reference.get("costs") != challenger.get("costs")
-            or not reference.get("fairness")
-        )
+        and (reference.get("cv") != challenger.get("cv") or reference.get("costs") != challenger.get("costs"))
     ):
         reference = rerun_champion(reference, challenger, data, progress)
     passed, reasons = (gate or Gate()).check(challenger, reference)

@@ -100,3 +100,9 @@ def test_fairness_tolerance_is_a_setting() -> None:
     assert RiskSettings.from_env({}).gate().max_fairness_worsening == 0.05
     champion = _meta(di=0.90, eo=0.10)
     assert settings.gate().check(_meta(di=0.84, eo=0.18, cost=0.45), champion)[0] is True
+
+
+def test_a_champion_older_than_the_fairness_report_is_compared_on_cost_and_auc_only() -> None:
+    champion = _meta(di=0.9, eo=0.1) | {"fairness": {}}
+    passed, reasons = Gate().check(_meta(di=0.1, eo=0.9, cost=0.45), champion)
+    assert passed and reasons[-1] == "fairness not compared: the champion has no fairness report"
