@@ -50,7 +50,7 @@ def fairness_report(decisions: list[Decision], bad: list[bool], groups: list[dic
         for i, g in enumerate(groups):
             members.setdefault(g[attribute], []).append(i)
         rates = {}
-        for group, index in sorted(members.items()):
+        for group, index in sorted(members.items(), key=lambda item: _order(attribute, item[0])):
             made = [decisions[i] for i in index]
             good = [decisions[i] for i in index if not bad[i]]
             bads = [decisions[i] for i in index if bad[i]]
@@ -86,6 +86,12 @@ def average(reports: list[dict[str, Any]]) -> dict[str, Any]:
         return round(statistics.fmean(values), 4)
 
     return dict(mean(reports))
+
+
+def _order(attribute: str, group: str) -> tuple[int, str]:
+    """Age bands youngest first; other groups by name."""
+    bands = [label for _, label in AGE_BANDS]
+    return (bands.index(group), group) if attribute == "age_band" and group in bands else (0, group)
 
 
 def _share(decisions: list[Decision], outcome: Decision) -> float:
