@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.append(dict(item.split("=", 1) for item in args.compare))
     order = [m.strip() for m in args.metadata.split(",") if m.strip()]
     command = "python benchmarks/coldstart.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the stack in progress is stopped
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-coldstart-model-") as models:
         if args.model_dir:

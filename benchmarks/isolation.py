@@ -10,7 +10,11 @@ second for --duration seconds, while
   dedicated  the batch work runs on the batch instance (the design): the retraining DAG
              (`risk_model_retrain`), the drift DAG (`risk_drift`) and `batch_load`
              (benchmarks/batch_dags/batch_load.py: 20 tasks burning --cpu-seconds of CPU each) are
-             triggered on the batch instance (BATCH_DAGS_FOLDER holds them);
+             triggered on the batch instance (BATCH_DAGS_FOLDER holds them). As production
+             gives the batch pods a small CPU request (Kubernetes turns requests into cgroup CPU
+             weights), the batch instance's processes run in a cgroup of their own with
+             --batch-cpu-shares (102: a 100m request) against the default 1024: on a busy host
+             it gets what the realtime instance leaves. 0 runs it without (one more finding);
   shared     the same DAGs on the realtime instance, beside `onboarding` (REALTIME_DAGS_FOLDER
              holds all of them): one instance for everything;
   none       no batch work at all: the floor.
@@ -29,6 +33,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -156,11 +161,73 @@ def archive_status(stack: FaultStack, job_id: str) -> str:
         return f"unknown ({type(err).__name__})"
 
 
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup"))  # v1 cpu controller, or v2
+
+
+class CpuGroup:
+    """A cgroup with a CPU weight of its own (v1 `cpu.shares`, or v2 `cpu.weight`), holding
+    the processes moved into it and every child they start afterwards."""
+
+    def __init__(self, name: str, shares: int) -> None:
+        root = next(
+            (r for r in CGROUP_ROOTS if (r / "cpu.shares").exists() or (r / "cgroup.subtree_control").exists()), None
+        )
+        if root is None:
+            raise RuntimeError("no cgroup CPU controller here (needs root and /sys/fs/cgroup)")
+        self.path = root / name
+        self.path.mkdir(exist_ok=True)
+        if (self.path / "cpu.shares").exists():
+            (self.path / "cpu.shares").write_text(str(shares))
+        else:  # v2: weight 1-10000, 100 = default (1024 shares)
+            (self.path / "cpu.weight").write_text(str(max(1, round(shares * 100 / 1024))))
+
+    def add_tree(self, pid: int) -> int:
+        """Move a process and its descendants; returns how many moved."""
+        import psutil
+
+        moved = 0
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return 0
+        for proc in procs:
+            try:
+                (self.path / "cgroup.procs").write_text(str(proc.pid))
+                moved += 1
+            except OSError:
+                pass  # ended meanwhile
+        return moved
+
+    def remove(self) -> None:
+        parent = self.path.parent / "cgroup.procs"
+        for line in (self.path / "cgroup.procs").read_text().split():
+            try:
+                parent.write_text(line)
+            except OSError:
+                pass
+        try:
+            self.path.rmdir()
+        except OSError as err:
+            log(f"could not remove {self.path}: {err}")
+
+
+def batch_group(stack: FaultStack, shares: int) -> CpuGroup:
+    group = CpuGroup(f"onboarding-isolation-batch-{os.getpid()}", shares)
+    moved = sum(
+        group.add_tree(pid)
+        for name in ("batch-api-server", "batch-scheduler", "batch-dag-processor")
+        if (pid := stack.pid(name))
+    )
+    log(f"[dedicated] {moved} processes of the batch instance in {group.path} ({shares} CPU shares against 1024)")
+    return group
+
+
 def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"onboarding-isolation-{variant}-") as tmp:
         env = stack_env(Path(tmp) / "home", model_dir, args.metadata, **folders(variant, Path(tmp)))
         stack = FaultStack(env)
         result = Result(variant)
+        group: CpuGroup | None = None
         try:
             log(f"[{variant}] onboarding-stack up")
             stack.up()
@@ -170,6 +237,8 @@ def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Resu
             runs: dict[str, str] = {}
             job = ""
             admin = None
+            if variant == "dedicated" and args.batch_cpu_shares:
+                group = batch_group(stack, args.batch_cpu_shares)
             if variant != "none":
                 admin = Admin(stack, "batch" if variant == "dedicated" else "realtime")
                 runs = {
@@ -196,6 +265,8 @@ def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Resu
             left = stack.down()
             if left:
                 log(f"[{variant}] left after down: {left}")
+            if group is not None:
+                group.remove()
 
 
 def table(results: list[Result]) -> str:
@@ -230,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata", default="sqlite", help="sqlite (the default stack) or postgres")
     parser.add_argument("--cpu-seconds", type=float, default=15.0, help="CPU seconds each batch_load task burns")
     parser.add_argument("--archive-runs", type=int, default=500)
+    parser.add_argument(
+        "--batch-cpu-shares", type=int, default=102, help="dedicated: the batch instance's CPU shares (0: none)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--model-dir", type=Path, help="a trained model directory to use (default: train one)")
     args = parser.parse_args(argv)
@@ -238,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     command = "python benchmarks/isolation.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the stack in progress is stopped
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-isolation-model-") as models:
         if args.model_dir:
