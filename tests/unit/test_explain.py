@@ -139,3 +139,37 @@ def test_reasons_are_stable_across_retrains_on_resampled_data() -> None:
     overlap, first = reason_agreement(models, applicants)
     assert overlap >= 0.6
     assert first >= 0.6
+
+
+def test_the_number_of_trees_is_chosen_on_sklearn_log_loss_of_the_staged_scores() -> None:
+    """The inner CV's per-stage log losses, computed at once, are scikit-learn's."""
+    from sklearn.metrics import log_loss
+
+    from risk.boosted import _log_losses, _sigmoid
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(300) < 0.3
+    logits = rng.normal(scale=2.0, size=(5, 300))
+    expected = [log_loss(labels, _sigmoid(z), labels=[False, True]) for z in logits]
+    assert _log_losses(logits, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_fitting_runs_the_booster_on_one_openmp_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More threads only synchronise on this data (docs/model.md); the limit holds during
+    the fit and is lifted after it."""
+    from threadpoolctl import threadpool_info
+
+    from risk import boosted
+
+    seen: list[int] = []
+    booster = boosted.BoostedTrees._booster
+
+    def spying(self: BoostedTrees, leaves: int, l2: float, trees: int) -> object:
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+        return booster(self, leaves, l2, trees)
+
+    monkeypatch.setattr(boosted.BoostedTrees, "_booster", spying)
+    BoostedTrees(seed=0, leaves=(4,), max_trees=30, inner_folds=2, explain=False).fit(
+        rows()[:300], load_training_data().bad[:300]
+    )
+    assert seen and set(seen) == {1}
