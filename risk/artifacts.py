@@ -40,6 +40,7 @@ CURRENT_FILE = "CURRENT"
 # tampered file cannot smuggle in a callable.
 TRUSTED_TYPES = [
     "risk.boosted.BoostedTrees",  # plain arrays: the compiled trees and their TreeSHAP tables
+    "risk.blend.Blend",  # a BoostedTrees, a logistic pipeline and four floats
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.model_selection._split.StratifiedKFold",

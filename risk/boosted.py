@@ -120,6 +120,7 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
                     best = (losses[trees - 1], leaves, l2, trees, staged[trees - 1])
         assert best is not None
         _, leaves, l2, trees, out_of_fold = best
+        self.out_of_fold_ = out_of_fold  # the inner CV's raw log-odds, for a blend (risk.blend)
         self.params_ = {"leaves": leaves, "l2_regularization": l2, "trees": trees, "learning_rate": self.learning_rate}
         self.slope_, self.intercept_ = _platt(out_of_fold, labels) if self.calibrate else (1.0, 0.0)
         self._compile(self._booster(leaves, l2, trees).fit(x, labels))

@@ -30,6 +30,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from risk.blend import Blend
 from risk.boosted import BoostedTrees
 from risk.fairness import average, fairness_report
 from risk.features import application_to_model_row, raw_model_row
@@ -97,6 +98,12 @@ def _boosted(seed: int) -> Any:
     return BoostedTrees(seed=seed, explain=False)
 
 
+def _blend(seed: int) -> Any:
+    """Logit-space blend of the boosted trees and a logistic regression (both without age),
+    weight and Platt calibration by inner CV, exact reasons (risk.blend)."""
+    return Blend(seed=seed, explain=False)
+
+
 @dataclass(frozen=True)
 class Candidate:
     name: str
@@ -127,6 +134,12 @@ CANDIDATES: dict[str, Candidate] = {
     ),
     "ensemble": Candidate(
         "ensemble", "soft vote of the calibrated logistic model and gradient-boosted trees (depth 3)", _ensemble
+    ),
+    "blend": Candidate(
+        "blend",
+        "logit-space blend of the boosted trees and a logistic regression (no age), weight by inner CV, "
+        "sigmoid-calibrated, exact reasons",
+        _blend,
     ),
 }
 

@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from risk.blend import Blend
 from risk.boosted import BoostedTrees
 from risk.errors import ModelError
 from risk.fairness import protected_attributes
@@ -81,7 +82,7 @@ def build_model(seed: int = 0, kind: str = MODEL_KIND) -> Any:
     if candidate is None or candidate.make is None:
         raise ModelError(f"model kind {kind!r} has no estimator to build")
     model = candidate.make(seed)
-    if isinstance(model, BoostedTrees):
+    if isinstance(model, BoostedTrees | Blend):
         model.set_params(explain=True)  # the version in service explains every decision
     return model
 
@@ -107,11 +108,13 @@ def probability_bad(model: Any, application: dict[str, Any]) -> float:
 def contributions(model: Any, application: dict[str, Any]) -> dict[str, float]:
     """Each reason code's push toward "bad" for this applicant, in log-odds.
 
-    Exact for both kinds: for boosted trees the TreeSHAP values (they sum to the calibrated
-    log-odds minus `BoostedTrees.base_value`); for the linear model coef * z summed over the
+    Exact for every kind: for boosted trees the TreeSHAP values (they sum to the calibrated
+    log-odds minus `BoostedTrees.base_value`); for a blend the same weighted sum of the trees'
+    TreeSHAP values and the logistic part's coef * z (they sum to its calibrated log-odds
+    minus `Blend.base_value`); for the linear model coef * z summed over the
     feature's columns (in the uncalibrated linear model's units; the calibration is monotonic).
     """
-    if isinstance(model, BoostedTrees):
+    if isinstance(model, BoostedTrees | Blend):
         return model.explain_row(application_to_model_row(application))[1]
     pipeline = linear_part(model)
     vectorizer: DictVectorizer = pipeline.named_steps["vectorize"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks.model_stability import bootstrap_models, explained_applicants, reason_agreement
+from risk.blend import Blend
 from risk.boosted import COLUMNS, BoostedTrees, encode
 from risk.features import application_to_model_row
 from risk.model import contributions, fit, load_training_data, probability_bad, reason_codes
@@ -173,3 +174,31 @@ def test_fitting_runs_the_booster_on_one_openmp_thread(monkeypatch: pytest.Monke
         rows()[:300], load_training_data().bad[:300]
     )
     assert seen and set(seen) == {1}
+
+
+@cache
+def blend_model() -> Blend:
+    return fit(load_training_data(), kind="blend")
+
+
+def test_a_blends_reasons_are_exact_and_the_weighted_sum_of_its_parts() -> None:
+    """Shapley values are linear: the blend's contributions are the weighted sum of the trees'
+    TreeSHAP values and the logistic part's coef * z, times the Platt slope; they sum to the
+    calibrated log-odds minus the base value; the codes are the trees' codes."""
+    model = blend_model()
+    assert 0.0 <= model.weight_ <= 1.0 and model.slope_ > 0
+    for application in load_training_data().applications[:200]:
+        row = application_to_model_row(application)
+        log_odds, pushes = model.explain_row(row)
+        p = probability_bad(model, application)
+        assert log_odds == pytest.approx(math.log(p / (1 - p)), abs=1e-9)
+        assert sum(pushes.values()) == pytest.approx(log_odds - model.base_value, abs=1e-9)
+        assert set(pushes) == set(COLUMNS)
+        _, trees = model.boosted_.explain_row(row)
+        linear = model.linear_contributions(row)
+        for name in COLUMNS:
+            expected = model.slope_ * (model.weight_ * trees[name] + (1 - model.weight_) * linear[name])
+            assert pushes[name] == pytest.approx(expected, abs=1e-12)
+        assert "age_years" not in linear and "age_years" not in pushes  # the logistic part leaves age out too
+        assert pushes == contributions(model, application)
+        assert all(r.code in COLUMNS for r in reason_codes(model, application))
