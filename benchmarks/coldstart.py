@@ -70,7 +70,7 @@ class Phase:
     undecided: int = 0
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
@@ -126,18 +126,19 @@ def measure(stack: FaultStack, metadata: str, settings: str, phase: str, args: a
         values = [r[end] - r[start] for r in rows[:3] if start in r and end in r]
         if values:
             result.stages[name] = statistics.median(values)
+    first = percentile(result.latencies[: args.first], 0.99)
     log(
-        f"[{metadata} {settings} {phase}] first {args.first}: p99 {_pct(result.latencies[: args.first], 0.99):.2f} s; "
-        f"minute p99 {_pct(result.latencies, 0.99):.2f} s; undecided {undecided}"
+        f"[{metadata} {settings} {phase}] first {args.first}: p99 {first:.2f} s; "
+        f"minute p99 {percentile(result.latencies, 0.99):.2f} s; undecided {undecided}"
     )
     return result
 
 
-def _postgres_url(tag: str) -> str:
+def postgres_url(tag: str) -> str:
     return f"{PG}/onb_cold_{os.getpid()}_{tag}"
 
 
-def _drop_databases(url: str) -> None:
+def drop_databases(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
     conn.autocommit = True
@@ -152,7 +153,7 @@ def one_variant(
 ) -> list[Phase]:
     shown = " ".join(f"{k}={v}" for k, v in settings.items()) or "repository"
     with tempfile.TemporaryDirectory(prefix="onboarding-coldstart-") as tmp:
-        db = "sqlite" if metadata == "sqlite" else _postgres_url(tag)
+        db = "sqlite" if metadata == "sqlite" else postgres_url(tag)
         stack = FaultStack(stack_env(Path(tmp) / "home", model_dir, db, **settings))
         try:
             phases = [measure(stack, metadata, shown, "start", args)]
@@ -165,7 +166,7 @@ def one_variant(
                 log(f"left after down: {left}")
             if metadata != "sqlite":
                 with contextlib.suppress(Exception):
-                    _drop_databases(db)
+                    drop_databases(db)
 
 
 def table(phases: list[Phase], first: int) -> str:
@@ -180,8 +181,8 @@ def table(phases: list[Phase], first: int) -> str:
         stages = " | ".join(f"{p.stages.get(name, float('nan')):.2f} s" for name, _, _ in STAGES)
         lines.append(
             f"| {p.metadata} | {p.settings} | {p.phase} | {p.up_s:.1f} s "
-            f"| {statistics.median(head):.2f} s | {_pct(head, 0.99):.2f} s "
-            f"| {max(head):.2f} s | {statistics.median(whole):.2f} s | {_pct(whole, 0.99):.2f} s | {p.undecided} "
+            f"| {statistics.median(head):.2f} s | {percentile(head, 0.99):.2f} s "
+            f"| {max(head):.2f} s | {statistics.median(whole):.2f} s | {percentile(whole, 0.99):.2f} s | {p.undecided} "
             f"| {stages} |"
         )
     return "\n".join(lines)

@@ -29,6 +29,7 @@ in the window (`batch_load` tasks done), the load average; and p99 as a ratio to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
-from benchmarks.coldstart import _pct, run_load  # noqa: E402
+from benchmarks.coldstart import drop_databases, percentile, postgres_url, run_load  # noqa: E402
 from testkit.faults import FaultStack, log, stack_env  # noqa: E402
 from testkit.model import train_baseline  # noqa: E402
 
@@ -230,7 +231,10 @@ def batch_group(stack: FaultStack, shares: int) -> CpuGroup:
 
 def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"onboarding-isolation-{variant}-") as tmp:
-        env = stack_env(Path(tmp) / "home", model_dir, args.metadata, **folders(variant, Path(tmp)))
+        # Fresh metadata databases per variant: `postgres` alone would be the local stack's
+        # own (onboarding_realtime/_batch), carrying one variant's runs into the next.
+        db = "sqlite" if args.metadata == "sqlite" else postgres_url(f"iso_{variant}")
+        env = stack_env(Path(tmp) / "home", model_dir, db, **folders(variant, Path(tmp)))
         stack = FaultStack(env)
         result = Result(variant)
         group: CpuGroup | None = None
@@ -263,7 +267,7 @@ def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Resu
                 result.batch_tasks_done = admin.tasks_done("batch_load", runs["batch_load"])
                 result.batch_runs = {dag: admin.run_state(dag, run) for dag, run in runs.items()}
                 result.archived = archive_status(stack, job)
-            p50, p99 = statistics.median(result.latencies), _pct(result.latencies, 0.99)
+            p50, p99 = statistics.median(result.latencies), percentile(result.latencies, 0.99)
             log(f"[{variant}] p50 {p50:.2f} s, p99 {p99:.2f} s; batch_load tasks done {result.batch_tasks_done}/20")
             log(f"[{variant}] batch runs {result.batch_runs}; archive {result.archived}")
             return result
@@ -273,13 +277,16 @@ def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Resu
                 log(f"[{variant}] left after down: {left}")
             if group is not None:
                 group.remove()
+            if db != "sqlite":
+                with contextlib.suppress(Exception):
+                    drop_databases(db)
 
 
 def table(results: list[Result]) -> str:
     floor: dict[str, float] = {}
     for r in results:
         if r.variant == "none" and r.latencies:
-            floor.setdefault("p99", _pct(r.latencies, 0.99))
+            floor.setdefault("p99", percentile(r.latencies, 0.99))
     lines = [
         "| variant | p50 | p99 | max | p99 / none | undecided | batch_load tasks done in the window "
         "| retrain / drift run | archive job | load average |",
@@ -287,7 +294,7 @@ def table(results: list[Result]) -> str:
     ]
     for r in results:
         values = r.latencies or [float("nan")]
-        p99 = _pct(values, 0.99)
+        p99 = percentile(values, 0.99)
         ratio = f"{p99 / floor['p99']:.2f}x" if floor.get("p99") else "-"
         runs = f"{r.batch_runs.get('risk_model_retrain', '-')} / {r.batch_runs.get('risk_drift', '-')}"
         done = f"{r.batch_tasks_done}/20" if r.variant != "none" else "-"
