@@ -139,19 +139,24 @@ def test_crash_between_acceptance_and_ack_makes_no_second_run(stack: RealtimeSta
     client.trigger(run_id_for(event["event_id"]), {**validate_signup(event).to_dict(), "accepted_at": utc_now()})
     client.close()
     listener, _port = stack.start_listener(**FAST_CLAIM)
-    deadline = time.monotonic() + 60
-    while pending(stack) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert pending(stack) == 0
-    mine = [d for d in wait_for_decisions(stack, 1, 120) if d["event_id"] == event["event_id"]]
-    assert len(mine) == 1
-    runs = [r for r in stack.dag_runs() if r["dag_run_id"] == run_id_for(event["event_id"])]
-    assert len(runs) == 1
-    assert stack.redis.xlen(stack.streams.dead_letter_stream) == 0
-    assert "already_exists" in listener.tail(200)
-    kill_hard(listener)
-    stack.listeners.remove(listener)
-    stack.redis.delete(stack.streams.signups_stream, stack.streams.decisions_stream)
+    try:
+        deadline = time.monotonic() + 60
+        while pending(stack) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pending(stack) == 0
+        mine = [d for d in wait_for_decisions(stack, 1, 120) if d["event_id"] == event["event_id"]]
+        assert len(mine) == 1
+        runs = [r for r in stack.dag_runs() if r["dag_run_id"] == run_id_for(event["event_id"])]
+        assert len(runs) == 1
+        assert stack.redis.xlen(stack.streams.dead_letter_stream) == 0
+        # The listener that claims the entry finds the run (a 409, read back), or, when the
+        # warm instance decided it within the claim time, its decision already out.
+        log = listener.tail(200)
+        assert "already_exists" in log or "already decided, no run" in log, log
+    finally:
+        kill_hard(listener)
+        stack.listeners.remove(listener)
+        stack.redis.delete(stack.streams.signups_stream, stack.streams.decisions_stream)
 
 
 @pytest.mark.timeout(3600)
