@@ -48,7 +48,7 @@ import redis  # noqa: E402
 from onboarding.publisher import publish_signup  # noqa: E402
 from risk.samples import new_signup  # noqa: E402
 from testkit.faults import FaultStack, log, stack_env  # noqa: E402
-from testkit.model import train_baseline  # noqa: E402
+from testkit.model import model_dir_or_train  # noqa: E402
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 STAGES = (
@@ -207,11 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the stack in progress is stopped
     phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-coldstart-model-") as models:
-        if args.model_dir:
-            model_dir = args.model_dir
-        else:
-            log("training the baseline model")
-            model_dir = train_baseline(Path(models))
+        model_dir = model_dir_or_train(args.model_dir, Path(models))
         for r in range(args.rounds):
             for metadata in order if r % 2 == 0 else order[::-1]:
                 for i, chosen in enumerate(settings if r % 2 == 0 else settings[::-1]):

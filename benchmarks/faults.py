@@ -64,6 +64,7 @@ from testkit.faults import (  # noqa: E402
     figures,
     log,
     retry,
+    seed_old_runs,
     select_cells,
     stack_env,
     summarize,
@@ -157,27 +158,8 @@ class ArchiveRunKill(Fault):
         self.settings = ArchiveSettings.from_env(env)
 
     def seed(self, count: int) -> None:
-        """`count` finished onboarding runs from 8 days ago (with their task instances, XComs,
-        log rows, ...) in the realtime metadata database: older than the archive's cut-off."""
-        code = (
-            "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
-            "from testkit.seed import seed_runs;"
-            "runs = seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
-            " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix=sys.argv[3]);"
-            "print('\\n'.join(r.run_id for r in runs))"
-        )
-        # In a process of its own, with the instance's Airflow settings (seed_runs imports Airflow's models).
-        result = subprocess.run(
-            [sys.executable, "-c", code, self.stack.realtime_db_url, str(count), ARCHIVED_PREFIX],
-            env={**self.stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
-        self.seeded = [line for line in result.stdout.split() if line.startswith(f"signup__{ARCHIVED_PREFIX}")]
+        """`count` finished onboarding runs from 8 days ago in the realtime metadata database."""
+        self.seeded = seed_old_runs(self.stack, count, ARCHIVED_PREFIX)
 
     def prepare(self, matrix: FaultMatrix, run: CellRun, tag: str) -> None:
         """Enqueue an archive job and return as soon as it plans its first batch."""

@@ -51,8 +51,8 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from benchmarks.coldstart import drop_databases, percentile, postgres_url, run_load  # noqa: E402
-from testkit.faults import FaultStack, log, stack_env  # noqa: E402
-from testkit.model import train_baseline  # noqa: E402
+from testkit.faults import FaultStack, log, seed_old_runs, stack_env  # noqa: E402
+from testkit.model import model_dir_or_train  # noqa: E402
 
 VARIANTS = ("dedicated", "shared", "none")
 BATCH_DAGS = ("risk_model_retrain", "risk_drift", "batch_load")
@@ -125,29 +125,6 @@ class Admin:
         except httpx.HTTPError:
             return -1
         return int(response.json().get("total_entries", 0)) if response.is_success else -1
-
-
-def seed_old_runs(stack: FaultStack, count: int) -> None:
-    if count <= 0:
-        return
-    import subprocess
-
-    code = (
-        "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
-        "from testkit.seed import seed_runs;"
-        "seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
-        " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix='evt-isolation-old-')"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, stack.realtime_db_url, str(count)],
-        env={**stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
 
 
 def enqueue_archive(stack: FaultStack) -> str:
@@ -241,7 +218,8 @@ def one_variant(variant: str, model_dir: Path, args: argparse.Namespace) -> Resu
         try:
             log(f"[{variant}] onboarding-stack up")
             stack.up()
-            seed_old_runs(stack, args.archive_runs)
+            if args.archive_runs > 0:
+                seed_old_runs(stack, args.archive_runs, "evt-isolation-old-")
             log(f"[{variant}] warm-up: 20 signups at 1/s")
             run_load(stack, 1.0, 20)
             runs: dict[str, str] = {}
@@ -328,11 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the stack in progress is stopped
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="onboarding-isolation-model-") as models:
-        if args.model_dir:
-            model_dir = args.model_dir
-        else:
-            log("training the baseline model")
-            model_dir = train_baseline(Path(models))
+        model_dir = model_dir_or_train(args.model_dir, Path(models))
         for r in range(args.rounds):
             shift = r % len(variants)
             for variant in variants[shift:] + variants[:shift]:

@@ -355,6 +355,31 @@ def _cmdline(pid: int) -> str:
 # -- health -----------------------------------------------------------------------------------
 
 
+def seed_old_runs(stack: FaultStack, count: int, prefix: str) -> list[str]:
+    """`count` finished onboarding runs from 8 days ago (with their task instances, XComs, log
+    rows, ...) in the stack's realtime metadata database, older than the archive's cut-off;
+    returns their run ids. In a process of its own, with the instance's Airflow settings
+    (`testkit.seed` imports Airflow's models)."""
+    code = (
+        "import sys; from datetime import UTC, datetime, timedelta; import sqlalchemy as sa;"
+        "from testkit.seed import seed_runs;"
+        "runs = seed_runs(sa.create_engine(sys.argv[1]), int(sys.argv[2]),"
+        " datetime.now(UTC) - timedelta(days=8), step=timedelta(seconds=30), prefix=sys.argv[3]);"
+        "print('\\n'.join(r.run_id for r in runs))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, stack.realtime_db_url, str(count), prefix],
+        env={**stack.service_env("realtime-scheduler"), "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"seeding old runs failed:\n{result.stderr[-3000:]}")
+    return [line for line in result.stdout.split() if line.startswith(f"signup__{prefix}")]
+
+
 class Probe:
     """Is every part healthy? The supervisor says each service is `up`, its process runs (not
     a zombie), and its health check answers; an Airflow api-server's health also reports its

@@ -15,3 +15,13 @@ def train_baseline(model_dir: Path) -> Path:
     policy = Policy.from_costs(CostMatrix(review_cost=0.7))
     save_model(model_dir, fit(data), policy, data.sha256, {"cv_auc": 0.0})
     return model_dir
+
+
+def model_dir_or_train(given: Path | None, scratch: Path) -> Path:
+    """The trained model directory a benchmark was given, or a baseline trained in `scratch`."""
+    if given is not None:
+        return given
+    from testkit.faults import log
+
+    log("training the baseline model")
+    return train_baseline(scratch)
