@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
@@ -33,7 +32,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from risk.boosted import COLUMNS, EXCLUDED, BoostedTrees, _log_losses, _platt, _sigmoid
+from risk.boosted import COLUMNS, EXCLUDED, BoostedTrees
+from risk.calibration import LogOddsClassifier, best_calibrated, inner_splits
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 WEIGHTS = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
@@ -69,7 +69,7 @@ def _tuned_logistic(rows: list[dict[str, Any]], labels: np.ndarray, seed: int) -
     return Pipeline([("vectorize", vectorizer), ("scale", scaler), ("classify", classifier)])
 
 
-class Blend(ClassifierMixin, BaseEstimator):
+class Blend(LogOddsClassifier):
     """P(bad) from a logit-space blend of boosted trees and a logistic regression."""
 
     def __init__(self, seed: int = 0, inner_folds: int = 5, explain: bool = True) -> None:
@@ -92,19 +92,12 @@ class Blend(ClassifierMixin, BaseEstimator):
         boosted_oof = self.boosted_.out_of_fold_
         linear = linear_rows(rows)
         linear_oof = np.zeros(len(labels))
-        inner = StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed)
-        for train, test in inner.split(np.zeros(len(labels)), labels):
+        for train, test in inner_splits(labels, self.inner_folds, self.seed):
             part = _tuned_logistic([linear[i] for i in train], labels[train], self.seed)
             linear_oof[test] = part.decision_function([linear[i] for i in test])
-        best: tuple[float, float, float, float] | None = None
-        for w in WEIGHTS:
-            blended = w * boosted_oof + (1 - w) * linear_oof
-            slope, intercept = _platt(blended, labels)
-            loss = float(_log_losses(slope * blended + intercept, labels))
-            if best is None or loss < best[0]:
-                best = (loss, w, slope, intercept)
-        assert best is not None
-        _, self.weight_, self.slope_, self.intercept_ = best
+        self.weight_, self.slope_, self.intercept_ = best_calibrated(
+            ((w, w * boosted_oof + (1 - w) * linear_oof) for w in WEIGHTS), labels
+        )
         self.logistic_ = _tuned_logistic(linear, labels, self.seed)
         self.params_ = {**self.boosted_.params_, "weight": self.weight_}
         return self
@@ -117,13 +110,6 @@ class Blend(ClassifierMixin, BaseEstimator):
         w = self.weight_
         blended = w * self.boosted_.raw_score(rows) + (1 - w) * self._linear_logit(rows)
         return np.asarray(self.slope_ * blended + self.intercept_)
-
-    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        p = _sigmoid(self.decision_function(rows))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        return self.predict_proba(rows)[:, 1] > 0.5
 
     @property
     def base_value(self) -> float:

@@ -22,12 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from risk.calibration import LogOddsClassifier, inner_splits, log_losses, platt
 from risk.features import FEATURES
 from risk.treeshap import MAX_SPLITS, PATTERNS, Tree, leaf_values, shapley_table
 
@@ -57,7 +55,7 @@ def encode(rows: list[dict[str, Any]]) -> np.ndarray:
     return out
 
 
-class BoostedTrees(ClassifierMixin, BaseEstimator):
+class BoostedTrees(LogOddsClassifier):
     """P(bad) from boosted trees, with exact TreeSHAP contributions per column."""
 
     def __init__(
@@ -105,7 +103,7 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
     def _fit(self, rows: list[dict[str, Any]], y: Any) -> BoostedTrees:
         x, labels = encode(rows), np.asarray(y, dtype=bool)
         self.classes_ = np.array([False, True])
-        inner = list(StratifiedKFold(self.inner_folds, shuffle=True, random_state=self.seed).split(x, labels))
+        inner = inner_splits(labels, self.inner_folds, self.seed)
         best: tuple[float, int, float, int, np.ndarray] | None = None
         for leaves in self.leaves:
             for l2 in self.l2_regularizations:
@@ -114,7 +112,7 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
                     booster = self._booster(leaves, l2, self.max_trees).fit(x[train], labels[train])
                     for i, z in enumerate(booster.staged_decision_function(x[test])):
                         staged[i, test] = z
-                losses = _log_losses(staged, labels)  # per number of trees
+                losses = log_losses(staged, labels)  # per number of trees
                 trees = int(np.argmin(losses[19:])) + 20  # at least 20 trees
                 if best is None or losses[trees - 1] < best[0]:
                     best = (losses[trees - 1], leaves, l2, trees, staged[trees - 1])
@@ -122,7 +120,7 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
         _, leaves, l2, trees, out_of_fold = best
         self.out_of_fold_ = out_of_fold  # the inner CV's raw log-odds, for a blend (risk.blend)
         self.params_ = {"leaves": leaves, "l2_regularization": l2, "trees": trees, "learning_rate": self.learning_rate}
-        self.slope_, self.intercept_ = _platt(out_of_fold, labels) if self.calibrate else (1.0, 0.0)
+        self.slope_, self.intercept_ = platt(out_of_fold, labels) if self.calibrate else (1.0, 0.0)
         self._compile(self._booster(leaves, l2, trees).fit(x, labels))
         return self
 
@@ -203,13 +201,6 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
         """The calibrated log-odds of bad."""
         return self.slope_ * self.raw_score(rows) + self.intercept_
 
-    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        p = _sigmoid(self.decision_function(rows))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        return self.predict_proba(rows)[:, 1] > 0.5
-
     @property
     def base_value(self) -> float:
         """The calibrated log-odds the contributions start from (the training population's
@@ -228,21 +219,3 @@ class BoostedTrees(ClassifierMixin, BaseEstimator):
         totals = np.bincount(self.shap_feature_.ravel(), weights=phi.ravel(), minlength=len(COLUMNS) + 1)
         contributions = {name: float(self.slope_ * totals[j]) for j, name in enumerate(COLUMNS)}
         return self.slope_ * raw + self.intercept_, contributions
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))
-
-
-def _log_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean log loss of each row of `logits` (log-odds of bad) against `labels`, all at once:
-    log(1 + e^z) - y z, the same figure as `sklearn.metrics.log_loss` of their sigmoid."""
-    return np.asarray(np.mean(np.logaddexp(0.0, logits) - labels * logits, axis=-1))
-
-
-def _platt(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Slope and intercept of a sigmoid on `scores`; the identity unless the slope is positive
-    (a calibration that reversed the order would turn every reason around)."""
-    fitted = LogisticRegression(C=1e6, max_iter=1000).fit(scores.reshape(-1, 1), labels)
-    slope, intercept = float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
-    return (slope, intercept) if slope > 0 else (1.0, 0.0)

@@ -146,13 +146,13 @@ def test_the_number_of_trees_is_chosen_on_sklearn_log_loss_of_the_staged_scores(
     """The inner CV's per-stage log losses, computed at once, are scikit-learn's."""
     from sklearn.metrics import log_loss
 
-    from risk.boosted import _log_losses, _sigmoid
+    from risk.calibration import log_losses, sigmoid
 
     rng = np.random.default_rng(0)
     labels = rng.random(300) < 0.3
     logits = rng.normal(scale=2.0, size=(5, 300))
-    expected = [log_loss(labels, _sigmoid(z), labels=[False, True]) for z in logits]
-    assert _log_losses(logits, labels) == pytest.approx(expected, abs=1e-12)
+    expected = [log_loss(labels, sigmoid(z), labels=[False, True]) for z in logits]
+    assert log_losses(logits, labels) == pytest.approx(expected, abs=1e-12)
 
 
 def test_fitting_runs_the_booster_on_one_openmp_thread(monkeypatch: pytest.MonkeyPatch) -> None:
