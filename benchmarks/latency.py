@@ -180,6 +180,7 @@ class CpuMeter:
             "by_component_cores": {g: round(v / wall, 2) for g, v in sorted(by_group.items(), key=lambda i: -i[1])},
         }
         self.variant_cpu_s = own_s
+        self.by_component_s = {g: v for g, v in sorted(by_group.items(), key=lambda i: -i[1])}
 
     def _own(self) -> dict[tuple[int, float], tuple[str, float]]:
         """(component, CPU seconds) per process, keyed by pid and start time so a reused pid
@@ -214,6 +215,55 @@ class CpuMeter:
             elif name.startswith("redis-server"):
                 add(proc, "redis")
         return out
+
+
+class WorkCounter:
+    """What a phase asked of the shared servers: Redis commands (all clients of the server,
+    the benchmark's own publisher and collector included) and, with PostgreSQL metadata,
+    the realtime database's transactions and row writes (`pg_stat_database`)."""
+
+    def __init__(self, redis_client: redis.Redis, metadata_url: str | None) -> None:
+        self.redis = redis_client
+        self.metadata_url = metadata_url
+
+    def _read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        stats = self.redis.info("commandstats")
+        out["redis_commands"] = float(sum(v["calls"] for v in stats.values() if isinstance(v, dict)))
+        if self.metadata_url and self.metadata_url.startswith("postgresql"):
+            import psycopg2
+            from sqlalchemy.engine import make_url
+
+            url = make_url(self.metadata_url)
+            with (
+                contextlib.closing(
+                    psycopg2.connect(host=url.host, port=url.port, user=url.username, dbname="postgres")
+                ) as conn,
+                conn.cursor() as cur,
+            ):
+                cur.execute("SELECT pg_stat_clear_snapshot()")
+                cur.execute(
+                    "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted, tup_fetched"
+                    " FROM pg_stat_database WHERE datname = %s",
+                    (url.database,),
+                )
+                row = cur.fetchone()
+            if row:
+                out["pg_transactions"], out["pg_rows_written"], out["pg_rows_fetched"] = map(float, row)
+        return out
+
+    def __enter__(self) -> WorkCounter:
+        self.before = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # PostgreSQL publishes a backend's counters at most once a second.
+        time.sleep(1.5)
+        after = self._read()
+        self.delta = {k: after[k] - self.before.get(k, 0.0) for k in after}
+
+    def per_decision(self, decided: int) -> dict[str, float | None]:
+        return {k: round(v / decided, 1) if decided else None for k, v in self.delta.items()}
 
 
 def _component(proc: psutil.Process) -> str:
@@ -285,6 +335,8 @@ class Running:
     settings: dict[str, Any] = field(default_factory=dict)
     # What else the variant can tell about a phase's signups (e.g. how many no one heard).
     notes: Callable[[list[str]], dict[str, Any]] | None = None
+    # The realtime metadata database's URL, when it is PostgreSQL (for its work counters).
+    metadata_url: str | None = None
 
 
 def _stack_settings(home: Path, redis_url: str, metadata_db: str) -> Any:
@@ -379,7 +431,7 @@ def stack_variant(
             pid = stack.supervisor.pid()
             return [pid] if pid else []
 
-        yield Running(publish, pids, "full local stack", described)
+        yield Running(publish, pids, "full local stack", described, metadata_url=settings.database_url)
     finally:
         log(f"{name}: stopping the stack")
         stack.down()
@@ -496,14 +548,18 @@ def await_decisions(
 
 def run_variant(label: str, args: argparse.Namespace, home: Path) -> dict[str, Any]:
     """One variant; `label` is its name, optionally with `@sqlite` or `@postgres` for the
-    metadata database (otherwise --metadata-db), so both can run side by side in one run."""
+    metadata database (otherwise --metadata-db), so both can run side by side in one run,
+    and with `:KEY=VALUE+KEY=VALUE` for settings of that variant's realtime instance (on top
+    of --realtime-env), so a setting can be compared with itself off in one run."""
     client = redis.Redis.from_url(args.redis_url)
     client.flushdb()
     streams = StreamSettings.from_env({"REDIS_URL": args.redis_url})
+    label, _, variant_env = label.partition(":")
     name, _, metadata_db = label.partition("@")
     metadata_db = metadata_db or args.metadata_db
     if name in ("tuned", "stepwise", "defaults", "unwarmed"):
         overrides = dict(item.split("=", 1) for item in args.realtime_env)
+        overrides |= dict(item.split("=", 1) for item in variant_env.split("+") if item)
         context = stack_variant(name, home, args.redis_url, metadata_db, overrides)
     elif name == "inprocess":
         context = inprocess_variant(home, args.redis_url)
@@ -511,7 +567,7 @@ def run_variant(label: str, args: argparse.Namespace, home: Path) -> dict[str, A
         context = assetwatcher_variant(home, args.redis_url, metadata_db)
     else:
         raise SystemExit(f"unknown variant {name!r}; choose from {', '.join(VARIANTS + EXTRA_VARIANTS)}")
-    result: dict[str, Any] = {"variant": label}
+    result: dict[str, Any] = {"variant": label + (f":{variant_env}" if variant_env else "")}
     with context as running:
         result["setup"] = running.description
         result["settings"] = running.settings
@@ -536,15 +592,21 @@ def run_variant(label: str, args: argparse.Namespace, home: Path) -> dict[str, A
                     continue
                 log(f"{name}: {phase}")
                 dead_before = client.xlen(streams.dead_letter_stream)
-                with CpuMeter(running.pids) as cpu:
-                    t_start = time.time()
-                    samples = publish()
-                    await_decisions(collector, samples, timeout, f"{name} {phase}", args.stall_timeout)
+                with WorkCounter(client, running.metadata_url) as work:
+                    with CpuMeter(running.pids) as cpu:
+                        t_start = time.time()
+                        samples = publish()
+                        await_decisions(collector, samples, timeout, f"{name} {phase}", args.stall_timeout)
                 dead = client.xlen(streams.dead_letter_stream) - dead_before
                 summary = summarize(samples, t_start, cpu.result, dead)
+                decided = summary["decided"]
                 summary["cpu"]["variant_cpu_s_per_decision"] = (
-                    round(cpu.variant_cpu_s / summary["decided"], 3) if summary["decided"] else None
+                    round(cpu.variant_cpu_s / decided, 3) if decided else None
                 )
+                summary["cpu"]["by_component_cpu_s_per_decision"] = (
+                    {g: round(s / decided, 4) for g, s in cpu.by_component_s.items()} if decided else {}
+                )
+                summary["work_per_decision"] = work.per_decision(decided)
                 summary["latencies"] = [
                     [round(s.published - t_start, 3), None if s.latency is None else round(s.latency, 3)]
                     for s in samples
@@ -612,6 +674,24 @@ def markdown(report: dict[str, Any]) -> str:
         for r in rows:
             stages = r[phase].get("stages_p50_s", {})
             out.append(f"| {r['variant']} | " + " | ".join(str(stages.get(n, "-")) for n in names) + " |")
+        out += ["", "CPU seconds per decision by component, and work per decision:", ""]
+        components = sorted(
+            {g for r in rows for g in r[phase]["cpu"].get("by_component_cpu_s_per_decision", {})},
+            key=lambda g: -max(r[phase]["cpu"].get("by_component_cpu_s_per_decision", {}).get(g, 0) for r in rows),
+        )
+        counters = ("redis_commands", "pg_transactions", "pg_rows_written", "pg_rows_fetched")
+        out += [
+            "| variant | " + " | ".join(components + list(counters)) + " |",
+            "|---|" + "---|" * (len(components) + len(counters)),
+        ]
+        for r in rows:
+            per = r[phase]["cpu"].get("by_component_cpu_s_per_decision", {})
+            work = r[phase].get("work_per_decision", {})
+            out.append(
+                f"| {r['variant']} | "
+                + " | ".join([str(per.get(g, "-")) for g in components] + [str(work.get(c, "-")) for c in counters])
+                + " |"
+            )
         out.append("")
     return "\n".join(out)
 
@@ -668,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="comma-separated; a name may end in @sqlite or @postgres (tuned@sqlite,tuned@postgres)",
+        help="comma-separated; a name may end in @sqlite or @postgres, then :KEY=VALUE+KEY=VALUE for its "
+        "realtime instance (tuned@sqlite,tuned@sqlite:ONBOARDING_ACTION_LOG_IN_THREAD=false)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, order rotated")
     parser.add_argument("--rate", type=float, default=2.0, help="signups per second in the sustained phase")

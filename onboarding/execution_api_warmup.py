@@ -13,8 +13,8 @@ first signups after a start or a restart waited 8-10 s for their task (docs/benc
 that the app it returns is initialised right away. uvicorn builds the app before a worker
 accepts connections, so the work moves from the first request to the worker's start, before
 the api-server answers its health check: "up" now means warm. The wrap is put in place when
-that module is first imported (an import hook, so no process imports the api-server's code
-early) and only if the module and Cadwyn's initialiser are what this was written for;
+that module is first imported (onboarding/import_hooks.py, so no process imports the
+api-server's code early) and only if the module and Cadwyn's initialiser are what this was written for;
 otherwise it logs why and leaves Airflow as it is (slower, not broken).
 
 `deploy/realtime/airflow_local_settings.py` installs it in every process of the realtime
@@ -26,16 +26,15 @@ fails when an upgrade of Airflow or Cadwyn makes it wrong or useless;
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from onboarding.env import Env
+from onboarding.import_hooks import after_import
 
 ENV_VAR = "ONBOARDING_WARM_EXECUTION_API"
 TARGET = "airflow.api_fastapi.execution_api.app"
@@ -85,35 +84,10 @@ def wrap(module: ModuleType) -> bool:
     return True
 
 
-class _WrapOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when TARGET is imported, it lets the regular finders find it and
-    wraps the module right after it has run."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader = spec.loader
-        run = loader.exec_module
-
-        def exec_module(module: ModuleType) -> None:
-            run(module)
-            wrap(module)
-
-        vars(loader)["exec_module"] = exec_module  # this loader instance only
-        return spec
-
-
 def install() -> bool:
     """Wrap the app factory now if its module is loaded, else as soon as it is imported."""
     module = sys.modules.get(TARGET)
     if module is not None:
         return wrap(module)
-    if not any(isinstance(finder, _WrapOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _WrapOnImport())
+    after_import(TARGET, wrap)
     return True

@@ -1,7 +1,7 @@
-"""Realtime instance: Param schema checks done once, a warm execution API, and a warm process to fork tasks from.
+"""Realtime instance: faster Param checks, a warm execution API, the audit log off the event loop, warm task forks.
 
 Airflow imports this module once in every process of the instance (`airflow.settings`
-finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does three things:
+finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does four things:
 
 1. Every process: Param validation checks each distinct schema against the JSON Schema
    metaschema once instead of on every call (onboarding/schema_checks.py), unless
@@ -11,7 +11,11 @@ finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does
    starts instead of on its first request (onboarding/execution_api_warmup.py), unless
    ONBOARDING_WARM_EXECUTION_API is false: the first task start after a start or restart
    took 9 s and stalled every other request of that worker meanwhile.
-3. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
+3. Every process: the REST API's audit-log dependency commits in a worker thread instead of
+   blocking the api-server's event loop (onboarding/action_log_thread.py), unless
+   ONBOARDING_ACTION_LOG_IN_THREAD is false: on SQLite it held every request of a worker
+   for SQLite's 5 s busy timeout whenever it met another request's write.
+4. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
    forks its workers from the scheduler; on CeleryExecutor the `airflow celery worker`
    process forks its pool, and each task process is forked from those. Importing
    scikit-learn and loading the model here, once, means every onboarding task starts with
@@ -110,7 +114,18 @@ def _warm_execution_api() -> None:
         execution_api_warmup.install()
 
 
+def _action_log_in_thread() -> None:
+    try:
+        from onboarding import action_log_thread
+    except ImportError:  # the SQLite stall stays, nothing breaks
+        _log.exception("onboarding: could not import the audit-log commit fix")
+        return
+    if action_log_thread.enabled_from_env():
+        action_log_thread.install()
+
+
 _memoize_param_schema_checks()
 _warm_execution_api()
+_action_log_in_thread()
 if forks_task_processes(sys.argv):
     _warm_up()
