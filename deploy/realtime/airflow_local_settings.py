@@ -1,7 +1,7 @@
 """Realtime instance: faster Param checks, a warm execution API, the audit log off the event loop, warm task forks.
 
 Airflow imports this module once in every process of the instance (`airflow.settings`
-finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does four things:
+finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does five things:
 
 1. Every process: Param validation checks each distinct schema against the JSON Schema
    metaschema once instead of on every call (onboarding/schema_checks.py), unless
@@ -15,7 +15,11 @@ finds it in `$AIRFLOW_HOME/config/`, where stack/instance.py copies it). It does
    blocking the api-server's event loop (onboarding/action_log_thread.py), unless
    ONBOARDING_ACTION_LOG_IN_THREAD is false: on SQLite it held every request of a worker
    for SQLite's 5 s busy timeout whenever it met another request's write.
-4. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
+4. Every process: `now()` in SQL on SQLite is rendered to the millisecond
+   (onboarding/sqlite_now.py), unless ONBOARDING_SQLITE_NOW_MS is false: SQLite's
+   `CURRENT_TIMESTAMP` has whole seconds, so the scheduler saw every triggered run as not
+   yet due until the next full second. Nothing changes on PostgreSQL.
+5. The processes that fork the task processes (`forks_task_processes`): LocalExecutor
    forks its workers from the scheduler; on CeleryExecutor the `airflow celery worker`
    process forks its pool, and each task process is forked from those. Importing
    scikit-learn and loading the model here, once, means every onboarding task starts with
@@ -124,8 +128,19 @@ def _action_log_in_thread() -> None:
         action_log_thread.install()
 
 
+def _sqlite_now_to_the_millisecond() -> None:
+    try:
+        from onboarding import sqlite_now
+    except ImportError:  # runs wait for the next second on SQLite, nothing breaks
+        _log.exception("onboarding: could not import the SQLite now() fix")
+        return
+    if sqlite_now.enabled_from_env():
+        sqlite_now.install()
+
+
 _memoize_param_schema_checks()
 _warm_execution_api()
 _action_log_in_thread()
+_sqlite_now_to_the_millisecond()
 if forks_task_processes(sys.argv):
     _warm_up()

@@ -1,0 +1,88 @@
+"""`now()` on SQLite to the millisecond (onboarding/sqlite_now.py).
+
+Airflow's scheduler starts a run once `run_after <= now()`. Each case stores a run stamped
+50 ms ago, as Airflow stores it on SQLite (text to the microsecond), in the same second as the
+database's clock, and asks the scheduler's question. In a fresh interpreter each, since the
+rendering is process-wide. Without the fix the run is not due until the next full second
+(the stall the fix removes); with it, it is due at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
+
+from onboarding import sqlite_now
+from onboarding.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ASK_THE_SCHEDULERS_QUESTION = """
+import datetime, json, sys, time
+if sys.argv[1] == "installed":
+    from onboarding import sqlite_now
+    sqlite_now.install()
+from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, func, insert, select
+
+engine = create_engine("sqlite://")
+metadata = MetaData()
+runs = Table("dag_run", metadata, Column("id", Integer, primary_key=True), Column("run_after", DateTime))
+metadata.create_all(engine)
+due, stored = [], None
+with engine.begin() as conn:
+    for _ in range(4):
+        while not 0.15 < time.time() % 1 < 0.6:  # well inside a second
+            time.sleep(0.01)
+        stamp = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(milliseconds=50)
+        conn.execute(runs.delete())
+        conn.execute(insert(runs).values(run_after=stamp))
+        stored = conn.exec_driver_sql("SELECT run_after FROM dag_run").scalar()
+        due.append(conn.execute(select(func.count()).where(runs.c.run_after <= func.now())).scalar())
+        time.sleep(0.45)
+    now = conn.exec_driver_sql(str(select(func.now()).compile(engine))).scalar()  # the raw text
+print(json.dumps({"due": due, "stored": stored, "now": now}))
+"""
+
+
+def ask(mode: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", ASK_THE_SCHEDULERS_QUESTION, mode],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_stamped_earlier_in_the_same_second_is_due_at_once() -> None:
+    answer = ask("installed")
+    assert answer["due"] == [1, 1, 1, 1]
+    assert len(str(answer["stored"]).split(".")[-1]) == 6  # stored to the microsecond, as Airflow does
+    assert len(str(answer["now"]).split(".")[-1]) == 3  # the clock now reads milliseconds
+
+
+def test_without_it_sqlite_makes_the_run_wait_for_the_next_second() -> None:
+    answer = ask("as-is")
+    assert answer["due"] == [0, 0, 0, 0]
+    assert "." not in str(answer["now"])  # CURRENT_TIMESTAMP: whole seconds
+
+
+def test_postgresql_is_left_as_it_is() -> None:
+    sqlite_now.install()  # process-wide, for SQLite only
+    assert str(select(func.now()).compile(dialect=postgresql.dialect())) == "SELECT now() AS now_1"
+
+
+def test_the_setting_is_a_boolean() -> None:
+    assert sqlite_now.enabled_from_env({}) is True
+    assert sqlite_now.enabled_from_env({sqlite_now.ENV_VAR: "false"}) is False
+    with pytest.raises(ConfigError, match=sqlite_now.ENV_VAR):
+        sqlite_now.enabled_from_env({sqlite_now.ENV_VAR: "often"})
