@@ -156,8 +156,9 @@ class CpuMeter:
     """CPU used between start and stop: the whole host, the variant's own processes (and
     their children) by component, and the PostgreSQL and Redis servers it talks to."""
 
-    def __init__(self, pids: Callable[[], list[int]]) -> None:
+    def __init__(self, pids: Callable[[], list[int]], names: Callable[[], dict[int, str]] | None = None) -> None:
         self.pids = pids
+        self.names = names or dict
 
     def __enter__(self) -> CpuMeter:
         self.t0 = time.monotonic()
@@ -186,6 +187,7 @@ class CpuMeter:
         """(component, CPU seconds) per process, keyed by pid and start time so a reused pid
         is not counted twice. A finished child's CPU shows in its parent's children times."""
         out: dict[tuple[int, float], tuple[str, float]] = {}
+        names = self.names()
 
         def add(proc: psutil.Process, group: str) -> None:
             with contextlib.suppress(psutil.Error):
@@ -200,7 +202,7 @@ class CpuMeter:
                 continue
             add(root, "supervisor" if tops else _component(root))
             for top in tops or [root]:
-                group = _component(top)
+                group = _service_component(names[top.pid]) if top.pid in names else _component(top)
                 if top is not root:
                     add(top, group)
                 # A scheduler's children are the executor's workers and the task processes.
@@ -264,6 +266,15 @@ class WorkCounter:
 
     def per_decision(self, decided: int) -> dict[str, float | None]:
         return {k: round(v / decided, 1) if decided else None for k, v in self.delta.items()}
+
+
+def _service_component(service: str) -> str:
+    """The component of a stack service: `realtime-api-server` -> `realtime api-server`,
+    `listener-2` -> `listener`."""
+    kind, _, rest = service.partition("-")
+    if kind in ("realtime", "batch") and rest:
+        return f"{kind} {rest}"
+    return "listener" if kind == "listener" else service
 
 
 def _component(proc: psutil.Process) -> str:
@@ -337,6 +348,8 @@ class Running:
     notes: Callable[[list[str]], dict[str, Any]] | None = None
     # The realtime metadata database's URL, when it is PostgreSQL (for its work counters).
     metadata_url: str | None = None
+    # pid -> service name of the processes the supervisor started (their titles may hide it).
+    names: Callable[[], dict[int, str]] | None = None
 
 
 def _stack_settings(home: Path, redis_url: str, metadata_db: str) -> Any:
@@ -431,7 +444,14 @@ def stack_variant(
             pid = stack.supervisor.pid()
             return [pid] if pid else []
 
-        yield Running(publish, pids, "full local stack", described, metadata_url=settings.database_url)
+        def names() -> dict[int, str]:
+            found: dict[int, str] = {}
+            for pid_file in (home / "run").glob("*.pid"):
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    found[int(json.loads(pid_file.read_text())["pid"])] = pid_file.stem
+            return found
+
+        yield Running(publish, pids, "full local stack", described, metadata_url=settings.database_url, names=names)
     finally:
         log(f"{name}: stopping the stack")
         stack.down()
@@ -593,7 +613,7 @@ def run_variant(label: str, args: argparse.Namespace, home: Path) -> dict[str, A
                 log(f"{name}: {phase}")
                 dead_before = client.xlen(streams.dead_letter_stream)
                 with WorkCounter(client, running.metadata_url) as work:
-                    with CpuMeter(running.pids) as cpu:
+                    with CpuMeter(running.pids, running.names) as cpu:
                         t_start = time.time()
                         samples = publish()
                         await_decisions(collector, samples, timeout, f"{name} {phase}", args.stall_timeout)

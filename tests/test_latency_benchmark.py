@@ -51,6 +51,9 @@ def test_benchmark_publishes_collects_and_reports(tmp_path: Path, trained_model_
         assert summary["throughput_per_s"] > 0
         assert set(summary["stages_p50_s"]) >= {"listener", "steps", "publish", "delivery"}
         assert "inprocess decider" in summary["cpu"]["by_component_cores"]
+        assert summary["cpu"]["by_component_cpu_s_per_decision"]["inprocess decider"] > 0
+        # Each decision reads and writes Redis: the publish, the read, the ack, the decision.
+        assert summary["work_per_decision"]["redis_commands"] >= 3
         assert len(summary["latencies"]) == published
     table = (out / "latency.md").read_text()
     assert "| inprocess | 20/20 | 0 |" in table and "| inprocess | 30/30 | 0 |" in table
