@@ -42,6 +42,8 @@ _LABEL_CODES = {f.name: {label: i for i, label in enumerate(f.codes.values())} f
 # The inner CV's folds. Ten (inner models closer in size to the final one) measured no better
 # under the nested 5 x 10-fold evaluation (docs/model.md: candidate `boosted_inner10`).
 INNER_FOLDS = 5
+# The inner CV's r-th repetition shuffles its folds with seed + r * REPEAT_SEED_STEP.
+REPEAT_SEED_STEP = 7919
 # +1: risk rises with the value; 0: no constraint.
 MONOTONE = {"duration_months": 1, "installment_rate_pct": 1}
 
@@ -69,6 +71,7 @@ class BoostedTrees(LogOddsClassifier):
         max_trees: int = 400,
         learning_rate: float = 0.03,
         inner_folds: int = INNER_FOLDS,
+        inner_repeats: int = 1,
         calibrate: bool = True,
         explain: bool = True,
     ) -> None:
@@ -79,6 +82,7 @@ class BoostedTrees(LogOddsClassifier):
         self.max_trees = max_trees
         self.learning_rate = learning_rate
         self.inner_folds = inner_folds
+        self.inner_repeats = inner_repeats
         self.explain = explain
 
     def _booster(self, leaves: int, l2: float, trees: int) -> HistGradientBoostingClassifier:
@@ -106,7 +110,13 @@ class BoostedTrees(LogOddsClassifier):
     def _fit(self, rows: list[dict[str, Any]], y: Any) -> BoostedTrees:
         x, labels = encode(rows), np.asarray(y, dtype=bool)
         self.classes_ = np.array([False, True])
-        inner = inner_splits(labels, self.inner_folds, self.seed)
+        # With repeats, each applicant's out-of-fold score is the mean over the repetitions'
+        # differently shuffled folds: less noise in the choice of trees and in the calibration.
+        inner = [
+            split
+            for repeat in range(self.inner_repeats)
+            for split in inner_splits(labels, self.inner_folds, self.seed + REPEAT_SEED_STEP * repeat)
+        ]
         best: tuple[float, int, float, int, np.ndarray] | None = None
         for leaves in self.leaves:
             for l2 in self.l2_regularizations:
@@ -114,7 +124,7 @@ class BoostedTrees(LogOddsClassifier):
                 for train, test in inner:
                     booster = self._booster(leaves, l2, self.max_trees).fit(x[train], labels[train])
                     for i, z in enumerate(booster.staged_decision_function(x[test])):
-                        staged[i, test] = z
+                        staged[i, test] += z / self.inner_repeats
                 losses = log_losses(staged, labels)  # per number of trees
                 trees = int(np.argmin(losses[19:])) + 20  # at least 20 trees
                 if best is None or losses[trees - 1] < best[0]:

@@ -98,7 +98,7 @@ def write_card(folder: Path, meta: dict[str, Any]) -> Path:
         f"Hyper-parameters (chosen by inner CV on all applicants): {meta.get('hyper_parameters') or 'n/a'}",
         "",
         "Not used as features: sex and marital status, foreign-worker status (protected attributes)"
-        + (", age." if meta.get("kind") in ("boosted", "blend") else "."),
+        + (", age." if str(meta.get("kind", "")).startswith(("boosted", "blend")) else "."),
         "",
         *_fairness_lines(meta.get("fairness") or {}),
         *[f"![{p}]({p})" for p in plots],

@@ -105,6 +105,12 @@ def _boosted_inner10(seed: int) -> Any:
     return BoostedTrees(seed=seed, inner_folds=10, explain=False)
 
 
+def _boosted_inner5x2(seed: int) -> Any:
+    """The service's boosted trees with their search and calibration on two repetitions of the
+    inner 5-fold CV (each applicant's out-of-fold score averaged over both)."""
+    return BoostedTrees(seed=seed, inner_repeats=2, explain=False)
+
+
 def _blend(seed: int) -> Any:
     """Logit-space blend of the boosted trees and a logistic regression (both without age),
     weight and Platt calibration by inner CV, exact reasons (risk.blend)."""
@@ -143,6 +149,11 @@ CANDIDATES: dict[str, Candidate] = {
         "boosted_inner10",
         "the service's boosted trees, their search and calibration on an inner 10-fold CV instead of 5",
         _boosted_inner10,
+    ),
+    "boosted_inner5x2": Candidate(
+        "boosted_inner5x2",
+        "the service's boosted trees, their search and calibration on 2 x 5-fold inner CV",
+        _boosted_inner5x2,
     ),
     "ensemble": Candidate(
         "ensemble", "soft vote of the calibrated logistic model and gradient-boosted trees (depth 3)", _ensemble

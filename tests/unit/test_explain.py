@@ -155,23 +155,30 @@ def test_the_number_of_trees_is_chosen_on_sklearn_log_loss_of_the_staged_scores(
     assert log_losses(logits, labels) == pytest.approx(expected, abs=1e-12)
 
 
-def test_trees_and_calibration_are_chosen_on_an_inner_cv_of_applicants_each_model_had_not_seen() -> None:
+@pytest.mark.parametrize("inner_repeats", [1, 2])
+def test_trees_and_calibration_are_chosen_on_an_inner_cv_of_applicants_each_model_had_not_seen(
+    inner_repeats: int,
+) -> None:
     """The service's procedure scores every applicant it is given with a model trained on the
     other four fifths (the inner 5-fold CV), and fits its Platt sigmoid on exactly those scores:
-    the calibration never sees a score of an applicant the scoring model learned from."""
+    the calibration never sees a score of an applicant the scoring model learned from. With
+    repeated inner CV (candidate `boosted_inner5x2`), the score is the mean over the repetitions."""
+    from risk.boosted import REPEAT_SEED_STEP
     from risk.calibration import inner_splits, platt
     from risk.model import build_model
 
     data = load_training_data()
     given, labels = rows()[:500], np.array(data.bad[:500])
-    model = build_model(seed=2).set_params(max_trees=60, explain=False).fit(given, labels)
-    splits = inner_splits(labels, 5, 2)
-    assert sorted(len(train) for train, _ in splits) == [400] * 5
+    model = build_model(seed=2).set_params(max_trees=60, inner_repeats=inner_repeats, explain=False)
+    model.fit(given, labels)
     x, chosen = encode(given), model.params_
-    out_of_fold = np.full(len(labels), np.nan)
-    for train, test in splits:
-        booster = model._booster(chosen["leaves"], chosen["l2_regularization"], chosen["trees"])
-        out_of_fold[test] = booster.fit(x[train], labels[train]).decision_function(x[test])
+    out_of_fold = np.zeros(len(labels))
+    for repeat in range(inner_repeats):
+        splits = inner_splits(labels, 5, 2 + REPEAT_SEED_STEP * repeat)
+        assert sorted(len(train) for train, _ in splits) == [400] * 5
+        for train, test in splits:
+            booster = model._booster(chosen["leaves"], chosen["l2_regularization"], chosen["trees"])
+            out_of_fold[test] += booster.fit(x[train], labels[train]).decision_function(x[test]) / inner_repeats
     assert np.abs(model.out_of_fold_ - out_of_fold).max() < 1e-9
     assert (model.slope_, model.intercept_) == pytest.approx(platt(out_of_fold, labels), abs=1e-9)
     assert model.slope_ != 1.0  # calibrated, not the identity
