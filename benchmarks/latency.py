@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -823,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
             # Rounds rotate the order: no variant always runs first, on a machine the others warmed.
             shift = r % len(variants)
             for name in variants[shift:] + variants[:shift]:
-                result = run_variant(name, args, base / f"{name}-{r}")
+                safe = re.sub(r"[^A-Za-z0-9@._-]+", "_", name)  # a variant's settings may hold spaces
+                result = run_variant(name, args, base / f"{safe}-{r}")
                 if args.rounds > 1:
                     result["variant"] = f"{name} #{r + 1}"
                 report["results"].append(result)
