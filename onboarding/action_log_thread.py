@@ -34,13 +34,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from onboarding.env import Env
 from onboarding.import_hooks import after_import
 
 ENV_VAR = "ONBOARDING_ACTION_LOG_IN_THREAD"
@@ -48,11 +46,6 @@ TARGET = "airflow.api_fastapi.logging.decorators"
 FACTORY = "action_logging"
 MARK = "__onboarding_commit_in_thread__"
 logger = logging.getLogger("onboarding.action_log_thread")
-
-
-def enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """ONBOARDING_ACTION_LOG_IN_THREAD (default true); a value that is not a boolean raises ConfigError."""
-    return Env(os.environ if environ is None else environ).bool(ENV_VAR, True)
 
 
 class _CommitLater:

@@ -86,3 +86,11 @@ class Env:
     def path(self, key: builtins.str, default: Path) -> Path:
         raw = self._environ.get(key, "").strip()
         return Path(raw).expanduser() if raw else default
+
+
+def switch(key: str, environ: Mapping[str, str] | None = None, default: bool = True) -> bool:
+    """A boolean setting that turns an adjustment on or off, read from `environ` (default:
+    the process environment); a value that is not a boolean raises ConfigError naming it."""
+    import os
+
+    return Env(os.environ if environ is None else environ).bool(key, default)

@@ -27,24 +27,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from onboarding.env import Env
 from onboarding.import_hooks import after_import
 
 ENV_VAR = "ONBOARDING_WARM_EXECUTION_API"
 TARGET = "airflow.api_fastapi.execution_api.app"
 FACTORY = "create_task_execution_api_app"
 logger = logging.getLogger("onboarding.execution_api_warmup")
-
-
-def enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """ONBOARDING_WARM_EXECUTION_API (default true); a value that is not a boolean raises ConfigError."""
-    return Env(os.environ if environ is None else environ).bool(ENV_VAR, True)
 
 
 def initialised(app: Any) -> bool:

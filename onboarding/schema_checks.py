@@ -30,16 +30,12 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
 from jsonschema import exceptions, validators
 from jsonschema.protocols import Validator
-
-from onboarding.env import Env
 
 ENV_VAR = "ONBOARDING_MEMOIZE_PARAM_SCHEMAS"
 MAX_SCHEMAS = 1024  # DAG Params are few; bound the memory if something generates schemas
@@ -49,11 +45,6 @@ _original_validate = validators.validate
 _EXPECTED_SIGNATURE = "(instance, schema, cls=None, *args, **kwargs)"
 _checked: set[tuple[type, str]] = set()
 _lock = threading.Lock()
-
-
-def enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """ONBOARDING_MEMOIZE_PARAM_SCHEMAS (default true); a value that is not a boolean raises ConfigError."""
-    return Env(os.environ if environ is None else environ).bool(ENV_VAR, True)
 
 
 def _key(schema: Any) -> str | None:

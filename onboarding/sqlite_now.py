@@ -20,20 +20,11 @@ tests/unit/test_sqlite_now.py shows the comparison before and after.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Any
-
-from onboarding.env import Env
 
 ENV_VAR = "ONBOARDING_SQLITE_NOW_MS"
 NOW_MS = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 _installed = False
-
-
-def enabled_from_env(environ: Mapping[str, str] | None = None) -> bool:
-    """ONBOARDING_SQLITE_NOW_MS (default true); a value that is not a boolean raises ConfigError."""
-    return Env(os.environ if environ is None else environ).bool(ENV_VAR, True)
 
 
 def install() -> bool:

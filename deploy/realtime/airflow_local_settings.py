@@ -61,15 +61,31 @@ def forks_task_processes(argv: Sequence[str]) -> bool:
     return args[:1] == ["scheduler"] or args[:2] == ["celery", "worker"]
 
 
-def _memoize_param_schema_checks() -> None:
-    try:
-        from onboarding import schema_checks
-    except ImportError:  # slower, not broken
-        _log.exception("onboarding: could not import the Param schema-check cache")
-        return
-    # Read once, here; a value that is not a boolean stops the process with a message naming it.
-    if schema_checks.enabled_from_env():
-        schema_checks.install()
+# Adjustments of Airflow itself (points 1-4 above), each an `onboarding` module with an
+# ENV_VAR that switches it off and an `install()`. One that cannot be imported leaves Airflow
+# as it is (slower, not broken); a switch that is not a boolean stops the process with a
+# message naming it.
+ADJUSTMENTS = (
+    ("onboarding.schema_checks", "the Param schema-check cache"),
+    ("onboarding.execution_api_warmup", "the execution API warm-up"),
+    ("onboarding.action_log_thread", "the audit-log commit fix"),
+    ("onboarding.sqlite_now", "the SQLite now() fix"),
+)
+
+
+def _adjust_airflow() -> None:
+    import importlib
+
+    from onboarding.env import switch
+
+    for name, what in ADJUSTMENTS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            _log.exception("onboarding: could not import %s", what)
+            continue
+        if switch(module.ENV_VAR):  # read once, here
+            module.install()
 
 
 def _warm_up() -> None:
@@ -108,39 +124,6 @@ def _warm_up() -> None:
         print(f"onboarding: warmed {' and '.join(warmed)} before forking task processes", file=sys.stderr)
 
 
-def _warm_execution_api() -> None:
-    try:
-        from onboarding import execution_api_warmup
-    except ImportError:  # slower, not broken
-        _log.exception("onboarding: could not import the execution API warm-up")
-        return
-    if execution_api_warmup.enabled_from_env():
-        execution_api_warmup.install()
-
-
-def _action_log_in_thread() -> None:
-    try:
-        from onboarding import action_log_thread
-    except ImportError:  # the SQLite stall stays, nothing breaks
-        _log.exception("onboarding: could not import the audit-log commit fix")
-        return
-    if action_log_thread.enabled_from_env():
-        action_log_thread.install()
-
-
-def _sqlite_now_to_the_millisecond() -> None:
-    try:
-        from onboarding import sqlite_now
-    except ImportError:  # runs wait for the next second on SQLite, nothing breaks
-        _log.exception("onboarding: could not import the SQLite now() fix")
-        return
-    if sqlite_now.enabled_from_env():
-        sqlite_now.install()
-
-
-_memoize_param_schema_checks()
-_warm_execution_api()
-_action_log_in_thread()
-_sqlite_now_to_the_millisecond()
+_adjust_airflow()
 if forks_task_processes(sys.argv):
     _warm_up()

@@ -12,10 +12,6 @@ blocking the loop itself (then the fix can go).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,9 @@ from typing import Any
 import pytest
 
 from onboarding import action_log_thread
+from onboarding.env import switch
 from onboarding.errors import ConfigError
+from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SETTINGS = ROOT / "deploy" / "realtime" / "airflow_local_settings.py"
@@ -91,24 +89,7 @@ print(json.dumps({{"wrapped": getattr(decorators.action_logging, "__onboarding_c
 
 
 def audit_while_locked(tmp_path: Path, **env: str) -> dict[str, Any]:
-    environ = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "a-test-secret-of-at-least-32-bytes-long",
-        "PYTHONPATH": str(ROOT),
-    }
-    environ.pop(action_log_thread.ENV_VAR, None)
-    environ.update(env)
-    result = subprocess.run(
-        [sys.executable, "-c", AUDIT_WHILE_LOCKED],
-        env=environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_script(AUDIT_WHILE_LOCKED, tmp_path, unset=[action_log_thread.ENV_VAR], env=env)
 
 
 def test_the_event_loop_keeps_serving_while_the_audit_row_waits_for_the_write_lock(tmp_path: Path) -> None:
@@ -183,7 +164,8 @@ def test_a_dependency_it_was_not_written_for_is_left_alone(caplog: pytest.LogCap
 
 
 def test_the_setting_is_a_boolean() -> None:
-    assert action_log_thread.enabled_from_env({}) is True
-    assert action_log_thread.enabled_from_env({action_log_thread.ENV_VAR: "false"}) is False
+    assert action_log_thread.ENV_VAR == "ONBOARDING_ACTION_LOG_IN_THREAD"  # as docs/configuration.md names it
+    assert switch(action_log_thread.ENV_VAR, {}) is True
+    assert switch(action_log_thread.ENV_VAR, {action_log_thread.ENV_VAR: "false"}) is False
     with pytest.raises(ConfigError, match=action_log_thread.ENV_VAR):
-        action_log_thread.enabled_from_env({action_log_thread.ENV_VAR: "sometimes"})
+        switch(action_log_thread.ENV_VAR, {action_log_thread.ENV_VAR: "sometimes"})

@@ -9,16 +9,14 @@ request), so it can be dropped then.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from onboarding import execution_api_warmup
+from onboarding.env import switch
 from onboarding.errors import ConfigError
+from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SETTINGS = ROOT / "deploy" / "realtime" / "airflow_local_settings.py"
@@ -44,24 +42,7 @@ print(json.dumps({{"warm_at_start": warm_at_start, "first_request_s": time.perf_
 
 
 def build_like_a_worker(tmp_path: Path, **env: str) -> dict[str, object]:
-    environ = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "a-test-secret-of-at-least-32-bytes-long",
-        "PYTHONPATH": str(ROOT),
-    }
-    environ.pop("ONBOARDING_WARM_EXECUTION_API", None)
-    environ.update(env)
-    result = subprocess.run(
-        [sys.executable, "-c", BUILD_LIKE_A_WORKER],
-        env=environ,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_script(BUILD_LIKE_A_WORKER, tmp_path, unset=[execution_api_warmup.ENV_VAR], env=env)
 
 
 def test_an_api_server_worker_builds_the_execution_api_before_its_first_request(tmp_path: Path) -> None:
@@ -82,7 +63,7 @@ def test_an_app_it_was_not_written_for_is_left_alone(caplog: pytest.LogCaptureFi
 
 
 def test_the_switch_is_a_boolean() -> None:
-    assert execution_api_warmup.enabled_from_env({}) is True
-    assert execution_api_warmup.enabled_from_env({"ONBOARDING_WARM_EXECUTION_API": "false"}) is False
+    assert switch(execution_api_warmup.ENV_VAR, {}) is True
+    assert switch(execution_api_warmup.ENV_VAR, {"ONBOARDING_WARM_EXECUTION_API": "false"}) is False
     with pytest.raises(ConfigError, match="ONBOARDING_WARM_EXECUTION_API"):
-        execution_api_warmup.enabled_from_env({"ONBOARDING_WARM_EXECUTION_API": "maybe"})
+        switch(execution_api_warmup.ENV_VAR, {"ONBOARDING_WARM_EXECUTION_API": "maybe"})

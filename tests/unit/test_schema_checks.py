@@ -23,6 +23,7 @@ import pytest
 from jsonschema import validators
 
 from onboarding import schema_checks
+from onboarding.env import switch
 from onboarding.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,10 +215,10 @@ def test_it_is_not_installed_over_another_replacement(monkeypatch, caplog) -> No
 
 
 def test_the_setting_defaults_to_on_and_names_a_bad_value() -> None:
-    assert schema_checks.enabled_from_env({}) is True
-    assert schema_checks.enabled_from_env({"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "false"}) is False
+    assert switch(schema_checks.ENV_VAR, {}) is True
+    assert switch(schema_checks.ENV_VAR, {"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "false"}) is False
     with pytest.raises(ConfigError, match="ONBOARDING_MEMOIZE_PARAM_SCHEMAS='maybe'"):
-        schema_checks.enabled_from_env({"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "maybe"})
+        switch(schema_checks.ENV_VAR, {"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "maybe"})
 
 
 # deploy/realtime/airflow_local_settings.py: what installs it, and where the warm-up runs.

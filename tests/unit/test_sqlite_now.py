@@ -9,10 +9,6 @@ rendering is process-wide. Without the fix the run is not due until the next ful
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
 from onboarding import sqlite_now
+from onboarding.env import switch
 from onboarding.errors import ConfigError
+from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,27 +49,19 @@ print(json.dumps({"due": due, "stored": stored, "now": now}))
 """
 
 
-def ask(mode: str) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, "-c", ASK_THE_SCHEDULERS_QUESTION, mode],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def ask(mode: str, tmp_path: Path) -> dict[str, object]:
+    return run_script(ASK_THE_SCHEDULERS_QUESTION, tmp_path, mode)
 
 
-def test_a_run_stamped_earlier_in_the_same_second_is_due_at_once() -> None:
-    answer = ask("installed")
+def test_a_run_stamped_earlier_in_the_same_second_is_due_at_once(tmp_path: Path) -> None:
+    answer = ask("installed", tmp_path)
     assert answer["due"] == [1, 1, 1, 1]
     assert len(str(answer["stored"]).split(".")[-1]) == 6  # stored to the microsecond, as Airflow does
     assert len(str(answer["now"]).split(".")[-1]) == 3  # the clock now reads milliseconds
 
 
-def test_without_it_sqlite_makes_the_run_wait_for_the_next_second() -> None:
-    answer = ask("as-is")
+def test_without_it_sqlite_makes_the_run_wait_for_the_next_second(tmp_path: Path) -> None:
+    answer = ask("as-is", tmp_path)
     assert answer["due"] == [0, 0, 0, 0]
     assert "." not in str(answer["now"])  # CURRENT_TIMESTAMP: whole seconds
 
@@ -82,7 +72,8 @@ def test_postgresql_is_left_as_it_is() -> None:
 
 
 def test_the_setting_is_a_boolean() -> None:
-    assert sqlite_now.enabled_from_env({}) is True
-    assert sqlite_now.enabled_from_env({sqlite_now.ENV_VAR: "false"}) is False
+    assert sqlite_now.ENV_VAR == "ONBOARDING_SQLITE_NOW_MS"  # as docs/configuration.md names it
+    assert switch(sqlite_now.ENV_VAR, {}) is True
+    assert switch(sqlite_now.ENV_VAR, {sqlite_now.ENV_VAR: "false"}) is False
     with pytest.raises(ConfigError, match=sqlite_now.ENV_VAR):
-        sqlite_now.enabled_from_env({sqlite_now.ENV_VAR: "often"})
+        switch(sqlite_now.ENV_VAR, {sqlite_now.ENV_VAR: "often"})
