@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 
 from onboarding import action_log_thread
-from onboarding.env import switch
-from onboarding.errors import ConfigError
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,11 +159,3 @@ def test_a_dependency_it_was_not_written_for_is_left_alone(caplog: pytest.LogCap
         assert action_log_thread.wrap(module) is False
     assert "left as it is" in caplog.text
     assert module.action_logging() is sync_log_action  # type: ignore[attr-defined]
-
-
-def test_the_setting_is_a_boolean() -> None:
-    assert action_log_thread.ENV_VAR == "ONBOARDING_ACTION_LOG_IN_THREAD"  # as docs/configuration.md names it
-    assert switch(action_log_thread.ENV_VAR, {}) is True
-    assert switch(action_log_thread.ENV_VAR, {action_log_thread.ENV_VAR: "false"}) is False
-    with pytest.raises(ConfigError, match=action_log_thread.ENV_VAR):
-        switch(action_log_thread.ENV_VAR, {action_log_thread.ENV_VAR: "sometimes"})

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 
 from onboarding import execution_api_warmup
-from onboarding.env import switch
-from onboarding.errors import ConfigError
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,10 +58,3 @@ def test_without_it_the_first_request_builds_them_so_the_warm_up_is_still_needed
 def test_an_app_it_was_not_written_for_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
     assert execution_api_warmup.warm(object()) is False
     assert "not a Cadwyn 7 app" in caplog.text
-
-
-def test_the_switch_is_a_boolean() -> None:
-    assert switch(execution_api_warmup.ENV_VAR, {}) is True
-    assert switch(execution_api_warmup.ENV_VAR, {"ONBOARDING_WARM_EXECUTION_API": "false"}) is False
-    with pytest.raises(ConfigError, match="ONBOARDING_WARM_EXECUTION_API"):
-        switch(execution_api_warmup.ENV_VAR, {"ONBOARDING_WARM_EXECUTION_API": "maybe"})

@@ -23,7 +23,6 @@ import pytest
 from jsonschema import validators
 
 from onboarding import schema_checks
-from onboarding.env import switch
 from onboarding.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,13 +211,6 @@ def test_it_is_not_installed_over_another_replacement(monkeypatch, caplog) -> No
         assert not schema_checks.install()
     assert jsonschema.validate is other
     assert "not memoized" in caplog.text
-
-
-def test_the_setting_defaults_to_on_and_names_a_bad_value() -> None:
-    assert switch(schema_checks.ENV_VAR, {}) is True
-    assert switch(schema_checks.ENV_VAR, {"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "false"}) is False
-    with pytest.raises(ConfigError, match="ONBOARDING_MEMOIZE_PARAM_SCHEMAS='maybe'"):
-        switch(schema_checks.ENV_VAR, {"ONBOARDING_MEMOIZE_PARAM_SCHEMAS": "maybe"})
 
 
 # deploy/realtime/airflow_local_settings.py: what installs it, and where the warm-up runs.

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
 from onboarding import sqlite_now
-from onboarding.env import switch
-from onboarding.errors import ConfigError
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,11 +66,3 @@ def test_without_it_sqlite_makes_the_run_wait_for_the_next_second(tmp_path: Path
 def test_postgresql_is_left_as_it_is() -> None:
     sqlite_now.install()  # process-wide, for SQLite only
     assert str(select(func.now()).compile(dialect=postgresql.dialect())) == "SELECT now() AS now_1"
-
-
-def test_the_setting_is_a_boolean() -> None:
-    assert sqlite_now.ENV_VAR == "ONBOARDING_SQLITE_NOW_MS"  # as docs/configuration.md names it
-    assert switch(sqlite_now.ENV_VAR, {}) is True
-    assert switch(sqlite_now.ENV_VAR, {sqlite_now.ENV_VAR: "false"}) is False
-    with pytest.raises(ConfigError, match=sqlite_now.ENV_VAR):
-        switch(sqlite_now.ENV_VAR, {sqlite_now.ENV_VAR: "often"})
