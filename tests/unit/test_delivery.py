@@ -142,13 +142,16 @@ def test_trimming_never_removes_pending_or_undelivered_entries(redis_client: red
     reply = redis_client.xreadgroup(GROUP, "c", {STREAM: ">"}, count=6)  # 6 delivered, 4 not
     delivered = [eid.decode() for eid, _ in reply[0][1]]
     redis_client.xack(STREAM, GROUP, *delivered[:2], *delivered[3:])  # entry 2 stays pending
-    removed = trim_stream(redis_client, STREAM, retention_s=0)
+    # Judged a second after the last publish: with retention 0 every entry is then old enough
+    # (at the same millisecond as the publishes, none would be, and the test would show nothing).
+    later_s = int(ids[-1].split("-")[0]) / 1000 + 1
+    removed = trim_stream(redis_client, STREAM, retention_s=0, now_s=later_s)
     assert removed == 2
     remaining = [eid.decode() for eid, _ in redis_client.xrange(STREAM)]
     assert remaining == ids[2:]
     # Once entry 2 is acknowledged, everything delivered and acknowledged can go.
     redis_client.xack(STREAM, GROUP, delivered[2])
-    trim_stream(redis_client, STREAM, retention_s=0)
+    trim_stream(redis_client, STREAM, retention_s=0, now_s=later_s)
     assert [eid.decode() for eid, _ in redis_client.xrange(STREAM)] == ids[6:]
 
 
