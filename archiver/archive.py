@@ -21,8 +21,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
-import os
-import signal
 import threading
 import time
 import uuid
@@ -248,16 +246,19 @@ class Archiver:
         settings: ArchiveSettings,
         engine: Engine | None = None,
         on_batch: Callable[[], None] | None = None,
+        after_copy: Callable[[], None] | None = None,
     ) -> None:
         self.instance = instance
         self.store = store
         self.settings = settings
         self.engine = engine or make_engine(instance.url)
         self.on_batch = on_batch  # e.g. renew the run lock
+        # Called once a batch is copied and verified, before its rows are deleted: where a
+        # test kills the process to prove the next run finishes the batch (docs/archive.md).
+        self.after_copy = after_copy
         self.md = sa.MetaData()
         self.shapes: dict[str, TableShape] = {}
         self.trees: dict[str, tuple[Node, ...]] = {}
-        self._copied_batches = 0
         self._report_lock = threading.Lock()
 
     @property
@@ -458,7 +459,8 @@ class Archiver:
                 record.state = "copied"
                 self.store.save_batch(self.instance.name, record)
             # else: copied and verified by a run that died before its delete committed.
-            self._kill_hook()
+            if self.after_copy is not None:
+                self.after_copy()
             for node in reversed(self.trees[root.table]):
                 if rows[node.table]:
                     self._delete_keys(conn, record, node.table, rows[node.table])
@@ -509,12 +511,6 @@ class Archiver:
             deleted += conn.execute(sa.delete(table).where(where)).rowcount
         if deleted != len(keys):
             raise ConcurrentChange(record.batch_id, name)
-
-    def _kill_hook(self) -> None:
-        self._copied_batches += 1
-        if self.settings.kill_after_copied_batches == self._copied_batches:
-            logger.warning("archive: test seam: killing this process after copying batch %d", self._copied_batches)
-            os.kill(os.getpid(), signal.SIGKILL)
 
     # --- a whole run -----------------------------------------------------------------------
 

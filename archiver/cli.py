@@ -2,7 +2,8 @@
 
 onboarding-archive run [--instance NAME]... [--no-lock]   archive everything older than the cut-off
 onboarding-archive dry-run [--instance NAME]...           print what would move, per table
-onboarding-archive audit (--user-id ID | --event-id ID)   a user's archived runs and decision inputs
+onboarding-archive audit (--user-id ID | --event-id ID)   a user's archived runs and decision inputs, and
+                                                          (--user-id) their review cases' history
 onboarding-archive serve-metrics                          /metrics and /healthz from the archive store
 onboarding-archive check                                  exit 0 if the last runs succeeded recently, else 1
 onboarding-archive worker-check [--liveness]              exit 0 if a maintenance worker and the rq cron scheduler run
@@ -17,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import redis
 
@@ -25,20 +27,38 @@ from archiver.audit import find_runs
 from archiver.errors import ArchiveError
 from archiver.jobs import archive_all
 from archiver.metrics import health, registry_for
+from archiver.review_history import user_history
 from archiver.settings import ArchiveSettings
 from archiver.store import ArchiveStore
+from onboarding.console import add_version, environment_epilog
 from onboarding.errors import OnboardingError
 from onboarding.logs import configure_logging
-from onboarding.outages import redis_client
+from onboarding.redis_clients import Role, connect
 from onboarding.settings import redacted_url, stack_defaults_for
 
 logger = logging.getLogger("archiver.cli")
 
 
-def main(argv: list[str] | None = None) -> int:
+# archiver/settings.py.
+ENVIRONMENT = (
+    "ARCHIVE_REALTIME_DB_URL", "ARCHIVE_BATCH_DB_URL", "ARCHIVE_DIR", "ARCHIVE_CUTOFF_DAYS", "ARCHIVE_BATCH_SIZE",
+    "ARCHIVE_WORKERS", "ARCHIVE_NICE", "ARCHIVE_QUEUE", "ARCHIVE_LOCK_NAME", "ARCHIVE_LOCK_TTL_S",
+    "ARCHIVE_METRICS_HOST", "ARCHIVE_METRICS_PORT", "ARCHIVE_MAX_AGE_DAYS", "REDIS_URL", "DECISIONS_STREAM",
+    "DECISION_RECORD_RETENTION_MONTHS", "DECISION_RECORD_ERASURE", "DECISION_RECORD_PSEUDONYM_KEY", "LOG_FORMAT",
+    "ONBOARDING_HOME",
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None, *, after_copy: Callable[[], None] | None = None) -> int:
+    """`after_copy`: called after each batch is copied, before its rows are deleted; the
+    fault tests inject a kill there (testkit), production passes nothing."""
     parser = argparse.ArgumentParser(
-        prog="onboarding-archive", description="Archive old Airflow metadata to Parquet and query the archive."
+        prog="onboarding-archive",
+        description="Archive old Airflow metadata to Parquet and query the archive.",
+        epilog=environment_epilog(ENVIRONMENT),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="archive everything older than the cut-off, then delete it")
     run.add_argument("--instance", action="append", help="only this instance (realtime, batch); repeatable")
@@ -67,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     store = ArchiveStore(settings.archive_dir)
     try:
         if args.command == "run":
-            return _run(settings, args.instance, args.no_lock)
+            return _run(settings, args.instance, args.no_lock, after_copy)
         if args.command == "dry-run":
             return _dry_run(settings, store, args.instance)
         if args.command == "audit":
@@ -75,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             for found in runs:
                 print(json.dumps(found))
             print(f"{len(runs)} archived run(s) in {settings.archive_dir}", file=sys.stderr)
-            return 0 if runs else 1
+            cases = _review_history(settings, store, args.user_id) if args.user_id else 0
+            return 0 if runs or cases else 1
         if args.command == "serve-metrics":
             return _serve(settings, store)
         if args.command == "check":
@@ -88,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(settings: ArchiveSettings, instances: list[str] | None, no_lock: bool) -> int:
+def _run(
+    settings: ArchiveSettings, instances: list[str] | None, no_lock: bool, after_copy: Callable[[], None] | None
+) -> int:
     configure_logging("archiver", settings.log_format)
-    client = None if no_lock else redis.Redis.from_url(settings.redis_url)
+    client = None if no_lock else connect(settings.redis_url, Role.CLI)
     try:
-        reports = archive_all(settings, client, instances)
+        reports = archive_all(settings, client, instances, after_copy=after_copy)
     except redis.RedisError as err:
         where = redacted_url(settings.redis_url)
         print(f"onboarding-archive: Redis at {where} (the run lock) failed: {err}", file=sys.stderr)
@@ -110,6 +133,27 @@ def _run(settings: ArchiveSettings, instances: list[str] | None, no_lock: bool) 
             )
         )
     return 0
+
+
+def _review_history(settings: ArchiveSettings, store: ArchiveStore, user_id: str) -> int:
+    """Print the history of the user's review cases (Redis and the archive, oldest first)
+    under its heading, one JSON object per entry; returns the entries printed."""
+    try:
+        entries = user_history(connect(settings.redis_url, Role.CLI), store, settings.decisions_stream, user_id)
+    except redis.RedisError as err:
+        where = redacted_url(settings.redis_url)
+        print(f"onboarding-archive: Redis at {where} failed ({err}): archived review history only", file=sys.stderr)
+        entries = user_history(None, store, settings.decisions_stream, user_id)
+    live = sum(1 for e in entries if e["source"] == "redis")
+    sys.stdout.flush()
+    print(
+        f"== review case history of user {user_id}, oldest first: {len(entries)} entries "
+        f"({live} from Redis, {len(entries) - live} from the archive) ==",
+        file=sys.stderr,
+    )
+    for entry in entries:
+        print(json.dumps({"review_history": entry}))
+    return len(entries)
 
 
 def _dry_run(settings: ArchiveSettings, store: ArchiveStore, instances: list[str] | None) -> int:
@@ -146,7 +190,7 @@ def _worker_check(settings: ArchiveSettings, liveness: bool = False) -> int:
     from rq import Queue, Worker
     from rq.cron import CronScheduler
 
-    client = redis_client(settings.redis_url)  # timeouts: a partition answers in seconds, not never
+    client = connect(settings.redis_url, Role.CLI)  # timeouts: a partition answers in seconds, not never
     try:
         workers = Worker.all(queue=Queue(settings.queue, connection=client))
         schedulers = CronScheduler.all(client)

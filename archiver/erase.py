@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archiver.audit import find_runs
+from archiver.live_erase import names_user
 from archiver.store import ArchiveStore, _write_atomic, parquet_bytes
+from onboarding.keys import ONBOARDING_DAG_ID
 
 
 @dataclass
@@ -35,10 +38,33 @@ class ArchiveErasure:
     files: list[str] = field(default_factory=list)  # rewritten files, relative to the archive
 
 
-def _mask(data: pa.Table, keys: set[tuple[str, str]], dag_run_ids: list[int], ti_ids: list[str]) -> pa.Array | None:
+def _names_user_in(data: pa.Table, user_id: str) -> pa.Array | None:
+    """Audit-log rows whose `extra` names the user (the trigger's request body holds the conf)."""
+    if "extra" not in data.column_names:
+        return None
+    needle = f'"user_id": {json.dumps(user_id)}'
+    hits = []
+    for extra in data["extra"].to_pylist():
+        hit = False
+        if isinstance(extra, str) and needle in extra:
+            try:
+                hit = names_user(json.loads(extra), user_id)
+            except ValueError:
+                hit = False
+        hits.append(hit)
+    return pa.array(hits, type=pa.bool_())
+
+
+def _mask(
+    data: pa.Table,
+    keys: set[tuple[str, str]],
+    dag_run_ids: list[int],
+    ti_ids: list[str],
+    user_rows: pa.Array | None = None,
+) -> pa.Array | None:
     """Rows of `data` that belong to the user's runs (None if the table cannot reference them)."""
     names = set(data.column_names)
-    parts = []
+    parts = [] if user_rows is None else [user_rows]
     if "run_id" in names and keys:
         hit = pc.is_in(data["run_id"], value_set=pa.array(sorted({r for _, r in keys})))
         if "dag_id" in names:
@@ -63,25 +89,33 @@ def _ids(data: pa.Table | None, keys: set[tuple[str, str]], column: str) -> list
     return sorted({r[column] for r in rows if (r["dag_id"], r["run_id"]) in keys and r[column] is not None})
 
 
-def erase_user(store: ArchiveStore, user_id: str, dry_run: bool = False) -> ArchiveErasure:
-    """Remove every archived row of the user's runs (or only count them, with `dry_run`)."""
+def erase_user(store: ArchiveStore, user_id: str, dry_run: bool = False, run_ids: Iterable[str] = ()) -> ArchiveErasure:
+    """Remove every archived row of the user's runs (or only count them, with `dry_run`).
+
+    The runs are those whose archived `conf` names the user, and `run_ids` (onboarding runs
+    the caller knows are the user's: their rows may be archived while the run itself is not,
+    e.g. a trigger's audit-log row archived a week before its run ended); archived audit-log
+    rows whose `extra` names the user go too."""
     report = ArchiveErasure()
     found = find_runs(store, user_id=user_id)
-    for instance in sorted({f["instance"] for f in found}):
+    known = {(ONBOARDING_DAG_ID, r) for r in run_ids}
+    for instance in sorted({f["instance"] for f in found} | set(store.instances())):
         keys = {(f["dag_id"], f["run_id"]) for f in found if f["instance"] == instance}
         report.runs.extend(f"{instance}/{d}/{r}" for d, r in sorted(keys))
+        keys |= known
         dag_run_ids = _ids(store.read_table(instance, "dag_run"), keys, "id")
         ti_ids = _ids(store.read_table(instance, "task_instance"), keys, "id")
         changed: dict[str, tuple[int, str]] = {}  # relative path -> (rows left, checksum)
         for path in sorted(store.instance_dir(instance).glob("*/week=*/*.parquet")):
             data = pq.read_table(path)
-            mask = _mask(data, keys, dag_run_ids, ti_ids)
+            table = path.parent.parent.name
+            user_rows = _names_user_in(data, user_id) if table == "log" else None
+            mask = _mask(data, keys, dag_run_ids, ti_ids, user_rows)
             if mask is None:
                 continue
             removed = pc.sum(mask).as_py() or 0
             if not removed:
                 continue
-            table = path.parent.parent.name
             report.rows[table] = report.rows.get(table, 0) + removed
             relative = str(path.relative_to(store.instance_dir(instance)))
             report.files.append(f"{instance}/{relative}")

@@ -42,9 +42,13 @@ class ArchiveSettings:
     metrics_port: int = 9110
     max_age_days: float = 8.0  # health turns red when the last success is older than this
     log_format: str = "json"
-    # Test seam only (docs/archive.md): SIGKILL this process after the Nth batch was copied
-    # and verified, before its rows are deleted.
-    kill_after_copied_batches: int | None = None
+    # The review history stream `<decisions>:review:history` is archived in the same run.
+    decisions_stream: str = keys.DECISIONS_STREAM
+    # Decision records (archiver/decision_records.py): archived with the same cut-off, kept
+    # this many months (US Regulation B: 25), erasure inside that period refused or pseudonymised.
+    record_retention_months: int = 25
+    record_erasure: str = "refuse"
+    record_pseudonym_key: str | None = field(default=None, repr=False)
 
     def cutoff(self, now: datetime | None = None) -> datetime:
         return (now or datetime.now(UTC)) - timedelta(days=self.cutoff_days)
@@ -74,7 +78,6 @@ class ArchiveSettings:
         log_format = env.str("LOG_FORMAT", cls.log_format)
         if log_format not in ("json", "text"):
             raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or text")
-        kill_after = env.int("ARCHIVE_TEST_KILL_AFTER_COPIED_BATCHES", 0, minimum=0)
         return cls(
             archive_dir=env.path("ARCHIVE_DIR", home / "archive"),
             cutoff_days=env.float("ARCHIVE_CUTOFF_DAYS", cls.cutoff_days, minimum=0),
@@ -90,5 +93,27 @@ class ArchiveSettings:
             metrics_port=env.int("ARCHIVE_METRICS_PORT", cls.metrics_port, minimum=0),
             max_age_days=env.float("ARCHIVE_MAX_AGE_DAYS", cls.max_age_days, minimum=0),
             log_format=log_format,
-            kill_after_copied_batches=kill_after or None,
+            decisions_stream=env.str("DECISIONS_STREAM", cls.decisions_stream),
+            record_retention_months=env.int("DECISION_RECORD_RETENTION_MONTHS", cls.record_retention_months, minimum=1),
+            record_erasure=_erasure_mode(env),
+            record_pseudonym_key=_pseudonym_key(env),
         )
+
+
+def _erasure_mode(env: Env) -> str:
+    mode = env.str("DECISION_RECORD_ERASURE", "refuse")
+    if mode not in ("refuse", "pseudonymise"):
+        raise ConfigError(f"DECISION_RECORD_ERASURE={mode!r} must be refuse or pseudonymise")
+    return mode
+
+
+def _pseudonym_key(env: Env) -> str | None:
+    key = env.secret("DECISION_RECORD_PSEUDONYM_KEY")
+    if key is None and _erasure_mode(env) == "pseudonymise":
+        raise ConfigError(
+            "DECISION_RECORD_ERASURE=pseudonymise needs DECISION_RECORD_PSEUDONYM_KEY (or _FILE): "
+            "the key of the pseudonyms"
+        )
+    if key is not None and len(key) < 16:
+        raise ConfigError("DECISION_RECORD_PSEUDONYM_KEY is shorter than 16 characters; the value is not shown")
+    return key

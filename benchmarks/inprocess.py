@@ -26,9 +26,10 @@ from listener.consumer import Listener  # noqa: E402
 from listener.settings import ListenerSettings  # noqa: E402
 from onboarding.airflow import DagRun, TriggerOutcome  # noqa: E402
 from onboarding.decision import utc_now  # noqa: E402
+from onboarding.redis_clients import Role, connect  # noqa: E402
 from risk import steps  # noqa: E402
 from risk.artifacts import model_store  # noqa: E402
-from risk.redis_client import redis_client  # noqa: E402
+from risk.publishing import Publisher  # noqa: E402
 from risk.settings import RiskSettings  # noqa: E402
 
 
@@ -39,13 +40,13 @@ class InProcessDecider:
         self.settings = settings
         self.store = model_store(settings.model_dir)
         self.store.current()  # load it before the first signup
-        self.redis = redis_client(settings.streams.redis_url)
+        self.publisher = Publisher.from_settings(settings)
 
     def trigger(self, run_id: str, conf: dict[str, Any]) -> TriggerOutcome:
         enriched = steps.enrich(conf, conf.get("accepted_at"), utc_now())
         decided = steps.decide(steps.score(enriched, self.store.current()))
         event = steps.decision_event(conf, decided, run_id, None, conf.get("accepted_at"))
-        steps.publish(self.redis, self.settings.streams.decisions_stream, event, self.settings.decision_marker_ttl_s)
+        self.publisher.publish(event)
         return TriggerOutcome.CREATED
 
     def get_run(self, run_id: str) -> DagRun | None:
@@ -55,7 +56,8 @@ class InProcessDecider:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ListenerSettings.from_env()
-    listener = Listener(redis_client(settings.streams.redis_url), InProcessDecider(RiskSettings.from_env()), settings)
+    client = connect(settings.streams.redis_url, Role.LISTENER, block_s=settings.block_ms / 1000)
+    listener = Listener(client, InProcessDecider(RiskSettings.from_env()), settings)
     signal.signal(signal.SIGTERM, lambda *_: listener.stop())
     signal.signal(signal.SIGINT, lambda *_: listener.stop())
     print("in-process decider ready", flush=True)

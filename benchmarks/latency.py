@@ -420,8 +420,17 @@ def stack_variant(
                 described["local_settings"] = None
             if name == "stepwise" and kind == "realtime":
                 # The same dag id, one task per step: the realtime instance parses this folder
-                # instead of dags/realtime.
-                instance.spec = InstanceSpec(**{**instance.spec.__dict__, "dags_folder": STEPWISE_DAGS})
+                # instead of dags/realtime; its task bodies are benchmarks/stepwise.py, which
+                # the wheel does not ship: the instance imports them from the checkout.
+                spec = instance.spec
+                pythonpath = os.pathsep.join(p for p in (str(ROOT), spec.extra_env.get("PYTHONPATH")) if p)
+                instance.spec = InstanceSpec(
+                    **{
+                        **spec.__dict__,
+                        "dags_folder": STEPWISE_DAGS,
+                        "extra_env": {**spec.extra_env, "PYTHONPATH": pythonpath},
+                    }
+                )
                 described["dag_shape"] = "stepwise"
                 described["dags_folder"] = _shown(STEPWISE_DAGS)
             return instance

@@ -13,7 +13,7 @@ DAG's real Params with real applicants' signups as the conf:
                       process does once before its task runs, in a fresh process (the
                       cache is emptied before each call).
 
-each with `onboarding.schema_checks` off (jsonschema's own `validate`) and on, in
+each with `airflow_adapter.schema_checks` off (jsonschema's own `validate`) and on, in
 alternating rounds so that load on a shared machine hits both alike. Figures are CPU time
 per call (this process is single-threaded), the median over the rounds; progress goes to
 stderr, the table and the command that produced it to stdout.
@@ -43,7 +43,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from jsonschema import validators  # noqa: E402
 
-from onboarding import schema_checks  # noqa: E402
+from airflow_adapter import schema_checks  # noqa: E402
 
 DAG_FILE = ROOT / "dags" / "realtime" / "onboarding_dag.py"
 
@@ -101,7 +101,7 @@ def metaschema_checks(call: Callable[[dict[str, Any]], Any], conf: dict[str, Any
 def set_memo(on: bool) -> None:
     schema_checks.uninstall()
     if on and not schema_checks.install():
-        raise SystemExit("onboarding.schema_checks refused to install: see the warning above")
+        raise SystemExit("airflow_adapter.schema_checks refused to install: see the warning above")
 
 
 def main(argv: list[str] | None = None) -> int:

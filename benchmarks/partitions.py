@@ -69,7 +69,8 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import redis  # noqa: E402
 
-from onboarding import keys  # noqa: E402
+from onboarding import intake, keys  # noqa: E402
+from onboarding.functions import ensure_loaded  # noqa: E402
 from onboarding.publisher import publish_signup  # noqa: E402
 from onboarding.settings import StreamSettings  # noqa: E402
 from onboarding.streams import live_entries, payload, text, xread_entries  # noqa: E402
@@ -289,6 +290,16 @@ class PartitionedStack:
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data), "--save", ""]
         self._process("redis", "redis", argv, dict(os.environ))
         wait_until(lambda: self.net.call("app", self._redis_answers), 30, "Redis")
+        # The service's Redis Functions, as the deploy step loads them (a fresh server has none).
+        self.net.call("app", self._load_functions)
+
+    def _load_functions(self) -> None:
+        client = redis.Redis.from_url(self.streams.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            ensure_loaded(client)
+            intake.ensure_loaded(client)
+        finally:
+            client.close()
 
     def _redis_answers(self) -> bool:
         client = redis.Redis.from_url(self.streams.redis_url, socket_timeout=2, socket_connect_timeout=2)

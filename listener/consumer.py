@@ -19,29 +19,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol, cast
 
 import redis
 from redis.typing import EncodableT, FieldT
 
 from listener.metrics import ListenerMetrics
-from listener.retention import trim_stream
 from listener.settings import ListenerSettings
 from onboarding import keys
 from onboarding.airflow import DagRun, TriggerOutcome
 from onboarding.awaiting import record_accepted
+from onboarding.backoff import Backoff
 from onboarding.decision import utc_now
 from onboarding.errors import AirflowRejected, AirflowUnavailable, InvalidEvent
-from onboarding.keys import run_id_for
+from onboarding.functions import FunctionsNotLoaded, not_loaded
+from onboarding.keys import DECISION_KEY_TTL_S, run_id_for
 from onboarding.logs import keys as log_keys
 from onboarding.outages import through_redis_outages
+from onboarding.refusal import Refusal, answer_refusal, message_for
 from onboarding.schema import SignupEvent, parse_signup
+from onboarding.settings import APP_NAME
 from onboarding.streams import Entry, Fields, deleted_ids, ensure_group, live_entries, text, xread_entries
+from onboarding.untrusted import field_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +57,10 @@ class Trigger(Protocol):
 
 
 def fingerprint(event: dict[str, Any]) -> str:
-    """A stable hash of an event's content (without what the listener adds)."""
-    content = {k: v for k, v in event.items() if k != "accepted_at"}
+    """A stable hash of an event's content (without what the listener adds: `accepted_at`, and
+    `app`, which the namespaced event id `<app>:<id>` implies; a run triggered before the
+    listener passed `app` is still recognised as this event's run)."""
+    content = {k: v for k, v in event.items() if k not in ("accepted_at", "app")}
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -77,11 +83,11 @@ class Listener:
         self.settings = settings
         self.metrics = metrics or ListenerMetrics()
         self._stopping = threading.Event()
-        self._rng = random.Random()
+        # Full jitter: listeners retrying after the same Airflow outage spread out.
+        self._backoff = Backoff(min(settings.retry_initial_s, settings.retry_max_s), settings.retry_max_s, jitter=True)
         self._held: list[str] = []  # read by this consumer, not yet settled
         self._last_claim = float("-inf")
         self._last_keep_alive = time.monotonic()
-        self._last_trim = time.monotonic()
         self.last_loop_at = time.monotonic()
         self._settled = 0
 
@@ -140,7 +146,6 @@ class Listener:
                     own_pending = False
                 self._settled += self._process(entries, count_deliveries=True)
                 continue
-            self._maybe_trim()
             entries = self._read(">", budget, block=not burst)
             if not entries:
                 if burst:
@@ -156,12 +161,13 @@ class Listener:
         return time.monotonic() - self.last_loop_at
 
     def _read(self, start: str, count: int, block: bool) -> list[Entry]:
+        block_ms = self.settings.block_ms
         reply = self.redis.xreadgroup(
             self.settings.group,
             self.settings.consumer,
             {self.stream: start},
             count=count,
-            block=self.settings.block_ms if block else None,
+            block=block_ms if block else None,
         )
         entries = xread_entries(reply)
         gone = deleted_ids(entries)
@@ -241,21 +247,6 @@ class Listener:
                 justid=True,
             )
 
-    def _maybe_trim(self) -> None:
-        if time.monotonic() - self._last_trim < self.settings.trim_interval_s:
-            return
-        self._last_trim = time.monotonic()
-        try:
-            removed = trim_stream(self.redis, self.stream, self.settings.retention_s)
-            removed += trim_stream(
-                self.redis, self.settings.streams.decisions_stream, self.settings.decisions_retention_s
-            )
-        except redis.RedisError as err:
-            logger.warning("listener: trimming failed: %s", err)
-            return
-        if removed:
-            logger.info("listener: trimmed %d stream entries past retention", removed)
-
     # -- one entry ----------------------------------------------------------------------
 
     def _handle(self, entry_id: str, fields: Fields, deliveries: int) -> bool:
@@ -290,7 +281,12 @@ class Listener:
             self._dead_letter(entry_id, fields, "missing_payload", "the stream entry has no 'payload' field")
             return True
         try:
-            event = parse_signup(payload, self.settings.max_payload_bytes)
+            refused_at_intake = fields.get(b"intake_refused", fields.get("intake_refused"))
+            if refused_at_intake is not None:
+                raise InvalidEvent("oversize", f"the intake entry has {text(refused_at_intake)}")
+            event = self._namespaced(
+                parse_signup(payload, self.settings.max_payload_bytes, self.settings.streams.dataset), fields
+            )
             self._check_fingerprint(event, entry_id)
         except InvalidEvent as err:
             self._dead_letter(entry_id, fields, err.reason, err.detail)
@@ -305,7 +301,11 @@ class Listener:
                 extra=log_keys(event_id=event.event_id, run_id=run_id_for(event.event_id), entry_id=entry_id),
             )
             return True
-        conf = {**event.to_dict(), "accepted_at": utc_now()}
+        # The app travels with the run (the DAG's `app` param): the forwarded entry's `app`, which
+        # only the forwarding function writes; never inferred from the event id. The publish step
+        # then also appends the decision to that app's feed. A shared-stream signup has none.
+        app = _app_of(fields)
+        conf = {**event.to_dict(), "accepted_at": utc_now(), **({"app": app} if app is not None else {})}
         try:
             outcome = self._trigger(event, conf, entry_id, fields)
         except _Settled:
@@ -330,6 +330,24 @@ class Listener:
         )
         return True
 
+    def _namespaced(self, event: SignupEvent, fields: Fields) -> SignupEvent:
+        """An app's forwarded signup gets the event id `<app>:<event id>` (no app can squat
+        another's ids); a signup on the shared stream (the deprecated shared `app` user) may
+        not use an id in a configured app's namespace."""
+        app = _app_of(fields)
+        if app is not None:
+            event_id = keys.app_event_id(app, event.event_id)
+            if len(event_id) > 128:
+                raise InvalidEvent(
+                    "invalid_value",
+                    f"event_id: at most {127 - len(app)} characters for app {app} (the service's id is <app>:<id>)",
+                )
+            return replace(event, event_id=event_id)
+        claimed = event.event_id.partition(":")[0]
+        if ":" in event.event_id and claimed in self.settings.streams.apps:
+            raise InvalidEvent("invalid_value", f"event_id: the prefix {claimed}: belongs to app {claimed}")
+        return event
+
     def _check_fingerprint(self, event: SignupEvent, entry_id: str) -> None:
         key = keys.fingerprint_key(self.stream, event.event_id)
         mine = fingerprint(event.to_dict())
@@ -353,40 +371,34 @@ class Listener:
     ) -> TriggerOutcome | None:
         """Trigger until Airflow settles it. None: shutting down, entry left pending."""
         run_id = run_id_for(event.event_id)
-        delay = self.settings.retry_initial_s
-        while True:
+        ids = log_keys(event_id=event.event_id, run_id=run_id, entry_id=entry_id)
+
+        def attempt() -> TriggerOutcome:
             try:
                 outcome = self.airflow.trigger(run_id, conf)
                 if outcome is TriggerOutcome.ALREADY_EXISTS and not self._confirm_existing(
                     run_id, conf, entry_id, fields
                 ):
-                    # Conflict, yet no such run: try again, but through the backoff below.
+                    # Conflict, yet no such run: try again, through the backoff.
                     raise AirflowUnavailable("conflict_without_run", f"409 for {run_id} but the run is not there")
-                return outcome
-            except AirflowRejected as err:
+            except (AirflowRejected, AirflowUnavailable) as err:
                 self.metrics.airflow_errors.labels(err.kind).inc()
-                self._dead_letter(entry_id, fields, "rejected_by_airflow", err.detail)
-                raise _Settled from err
-            except AirflowUnavailable as err:
-                self.metrics.airflow_errors.labels(err.kind).inc()
-                if self.stopping:
-                    logger.warning(
-                        "listener: leaving the entry pending at shutdown: %s",
-                        err,
-                        extra=log_keys(event_id=event.event_id, run_id=run_id, entry_id=entry_id),
-                    )
-                    return None
-                wait = self._rng.uniform(0, delay)  # full jitter
-                logger.warning(
-                    "listener: airflow unavailable (%s); retrying in %.2f s",
-                    err,
-                    wait,
-                    extra=log_keys(event_id=event.event_id, run_id=run_id, entry_id=entry_id),
-                )
-                self._keep_alive()
-                self._stopping.wait(wait)
-                self._tick()
-                delay = min(delay * 2, self.settings.retry_max_s)
+                raise
+            return outcome
+
+        def on_retry(err: BaseException, delay_s: float) -> None:
+            logger.warning("listener: airflow unavailable (%s); retrying in %.2f s", err, delay_s, extra=ids)
+            self._keep_alive()
+            self._tick()
+
+        try:
+            return self._backoff.retry(attempt, (AirflowUnavailable,), stop=self._stopping, on_retry=on_retry)
+        except AirflowRejected as err:
+            self._dead_letter(entry_id, fields, "rejected_by_airflow", err.detail)
+            raise _Settled from err
+        except AirflowUnavailable as err:  # only when stopping: the backoff itself never gives up
+            logger.warning("listener: leaving the entry pending at shutdown: %s", err, extra=ids)
+            return None
 
     def _confirm_existing(self, run_id: str, conf: dict[str, Any], entry_id: str, fields: Fields) -> bool:
         """A 409: read the run back and check it is this event's run, not another's."""
@@ -404,19 +416,32 @@ class Listener:
         return True
 
     def _dead_letter(self, entry_id: str, fields: Fields, reason: str, detail: str) -> None:
+        dead_at = utc_now()
         record: dict[FieldT, EncodableT] = {
             "original_id": entry_id,
             "reason": reason,
             "detail": detail,
             "consumer": self.settings.consumer,
-            "dead_at": utc_now(),
-            # The original fields, verbatim (bytes stay bytes), so a replay sends exactly them.
-            **{f"original.{text(k)}": v for k, v in fields.items()},
+            "dead_at": dead_at,
+            # The original fields, verbatim (bytes stay bytes), so a replay sends exactly them;
+            # a field over the payload limit is cut (it could never be accepted anyway).
+            **_bounded_fields(fields, self.settings.max_payload_bytes),
         }
+        event_id = self._answer_id(fields)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.settings.streams.dead_letter_stream, record)
             pipe.xack(self.stream, self.settings.group, entry_id)
-            pipe.execute()
+            if event_id is not None and self.settings.answer_refusals:
+                # The app's answer, in the same transaction: a refused signup never waits.
+                refusal = Refusal(event_id, _user_id(fields), reason, message_for(reason, detail), dead_at)
+                streams = self.settings.streams
+                answer_refusal(pipe, streams.signups_stream, streams.decisions_stream, refusal, DECISION_KEY_TTL_S)
+            try:
+                pipe.execute()
+            except redis.ResponseError as exc:
+                if not_loaded(exc):  # the server lacks the onboarding library: say how to load it
+                    raise FunctionsNotLoaded("answer_refusal") from exc
+                raise
         self.metrics.events.labels("dead_lettered").inc()
         self.metrics.dead_letters.labels(reason).inc()
         # The detail can quote the event's values; the log names only where the problem is
@@ -424,18 +449,71 @@ class Listener:
         logger.warning(
             "listener: dead-lettered at %s",
             json.dumps(detail.split(":")[0][:80]),
-            extra=log_keys(event_id=_event_id(fields), entry_id=entry_id, reason=reason),
+            extra=log_keys(event_id=event_id, entry_id=entry_id, reason=reason),
         )
 
+    def _answer_id(self, fields: Fields) -> str | None:
+        """The event id a refusal is answered on: an app's signup under its app's prefix, and
+        none for a shared-stream signup claiming an app's namespace (that key is the app's)."""
+        event_id = _event_id(fields)
+        if event_id is None:
+            return None
+        app = _app_of(fields)
+        if app is not None:
+            return keys.app_event_id(app, event_id)
+        if event_id.partition(":")[0] in self.settings.streams.apps and ":" in event_id:
+            return None
+        return event_id
 
-_LOGGABLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}$")
+
+def _app_of(fields: Fields) -> str | None:
+    """The app a forwarded entry came from (set by the forwarding function, never by an app);
+    a malformed value is treated as no app."""
+    raw = fields.get(b"app", fields.get("app"))
+    if raw is None:
+        return None
+    app = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+    return app if APP_NAME.fullmatch(app) else None
+
+
+_LOGGABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}")
+
+
+# An oversize payload is not parsed; its event id is still found at the top of the text.
+_EVENT_ID_TEXT = re.compile(
+    rb'^\s*\{\s*(?:"[a-z_]+"\s*:\s*(?:"[^"\\]{0,200}"|[0-9]{1,10})\s*,\s*){0,4}"event_id"\s*:\s*"([^"\\]{1,128})"'
+)
 
 
 def _event_id(fields: Fields) -> str | None:
-    """A dead letter's event id for its log line, if the entry has a well-formed one (a
-    malformed entry's content never reaches the logs)."""
-    try:
-        event_id = json.loads(fields.get(b"payload", b"") or b"").get("event_id")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
-    return event_id if isinstance(event_id, str) and _LOGGABLE_ID.match(event_id) else None
+    """A dead letter's event id, for its log line and the app's answer, if the entry has a
+    well-formed one (a malformed entry's content never reaches the logs). Bounded like every
+    parse of an entry: a hostile payload gives None, never an exception. An oversize payload
+    is not parsed: its event id is read from the top-level fields at its start."""
+    raw = fields.get(b"payload", fields.get("payload"))
+    event_id = field_of(raw, "event_id")
+    if event_id is None and raw is not None:
+        head = (raw.encode("utf-8", errors="replace") if isinstance(raw, str) else raw)[:1024]
+        found = _EVENT_ID_TEXT.match(head)
+        event_id = found.group(1).decode("utf-8", errors="replace") if found else None
+    return event_id if isinstance(event_id, str) and _LOGGABLE_ID.fullmatch(event_id) else None
+
+
+def _user_id(fields: Fields) -> str | None:
+    user_id = field_of(fields.get(b"payload", fields.get("payload")), "user_id")
+    return user_id if isinstance(user_id, str) and 0 < len(user_id) <= 128 else None
+
+
+def _bounded_fields(fields: Fields, limit: int) -> dict[FieldT, EncodableT]:
+    """The original fields for a dead letter, each cut to `limit` bytes: an oversize entry
+    is not copied whole (a cut one records its size and hash, and is not replayable)."""
+    out: dict[FieldT, EncodableT] = {}
+    for key, value in fields.items():
+        name = f"original.{text(key)[:64]}"
+        raw = value if isinstance(value, bytes) else str(value).encode("utf-8", errors="surrogatepass")
+        if len(raw) > limit:
+            digest = hashlib.sha256(raw).hexdigest()
+            out["truncated." + name.removeprefix("original.")] = f"{len(raw)} bytes sha256:{digest}"
+            raw = raw[:limit]
+        out[name] = raw
+    return out

@@ -3,28 +3,22 @@
 A dead letter holds `reason`, `detail`, `original_id`, `dead_at`, the consumer, and the
 original entry's fields as `original.<field>`. Replaying appends those original fields to
 the signups stream as a new entry (so it is validated again) and removes the dead letter,
-in one atomic script: a replayed event is never in both places, nor in neither.
+in one atomic Redis Function: a replayed event is never in both places, nor in neither.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 from redis.typing import StreamRangeResponse
 
-ORIGINAL_PREFIX = "original."
+from onboarding.functions import fcall
+from onboarding.untrusted import field_of
 
-# Delete the dead letter and re-append its original fields atomically; a letter someone
-# else already replayed (XDEL returns 0) is not appended a second time.
-_REPLAY = """
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
-end
-return false
-"""
+ORIGINAL_PREFIX = "original."
+TRUNCATED_PREFIX = "truncated."
 
 
 @dataclass(frozen=True)
@@ -35,15 +29,17 @@ class DeadLetter:
     original_id: str
     dead_at: str
     original: dict[str, bytes]
+    cut: dict[str, str] = field(default_factory=dict)
 
     @property
     def event_id(self) -> str | None:
-        try:
-            data = json.loads(self.original.get("payload", b""))
-        except ValueError:
-            return None
-        value = data.get("event_id") if isinstance(data, dict) else None
+        value = field_of(self.original.get("payload"), "event_id")
         return value if isinstance(value, str) else None
+
+    @property
+    def truncated(self) -> bool:
+        """The listener cut an oversize field: there is nothing whole to replay."""
+        return bool(self.cut)
 
     def to_dict(self, with_payload: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -54,6 +50,8 @@ class DeadLetter:
             "original_id": self.original_id,
             "dead_at": self.dead_at,
         }
+        if self.cut:
+            out["truncated"] = self.cut
         if with_payload:
             out["original"] = {k: v.decode("utf-8", errors="replace") for k, v in self.original.items()}
         return out
@@ -79,6 +77,11 @@ def _decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> DeadLetter:
         original_id=get("original_id"),
         dead_at=get("dead_at"),
         original={k.removeprefix(ORIGINAL_PREFIX): v for k, v in text.items() if k.startswith(ORIGINAL_PREFIX)},
+        cut={
+            k.removeprefix(TRUNCATED_PREFIX): v.decode("utf-8", errors="replace")
+            for k, v in text.items()
+            if k.startswith(TRUNCATED_PREFIX)
+        },
     )
 
 
@@ -105,10 +108,11 @@ def replay(
     (already replayed by someone else, or nothing to replay)."""
     out: list[tuple[DeadLetter, str | None]] = []
     for letter in letters:
-        if not letter.original:
+        if not letter.original or letter.truncated:
             out.append((letter, None))
             continue
         flat = [part for field, value in letter.original.items() for part in (field, value)]
-        new_id = client.eval(_REPLAY, 2, dead_stream, signups_stream, letter.entry_id, *flat)
+        # The `replay_dead_letter` Redis Function: XDEL, then XADD only if this call deleted it.
+        new_id = fcall(client, "replay_dead_letter", [dead_stream, signups_stream], [letter.entry_id, *flat])
         out.append((letter, (new_id.decode() if isinstance(new_id, bytes) else str(new_id)) if new_id else None))
     return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from onboarding import keys
 from onboarding.airflow import AirflowSettings
 from onboarding.env import Env
-from onboarding.errors import ConfigError
+from onboarding.logs import LOG_FORMATS
 from onboarding.schema import DEFAULT_MAX_PAYLOAD_BYTES
 from onboarding.settings import StreamSettings
 
@@ -26,6 +26,8 @@ class ListenerSettings:
     batch_size: int = 16
     block_ms: int = 1000
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    # Answer a refused signup on its decision key and channel (onboarding/refusal.py).
+    answer_refusals: bool = True
     retry_initial_s: float = 0.5
     retry_max_s: float = 5.0
     shutdown_timeout_s: float = 30.0
@@ -36,17 +38,14 @@ class ListenerSettings:
     claim_interval_s: float = 5.0
     max_deliveries: int = 5
     fingerprint_ttl_s: int = keys.FINGERPRINT_TTL_S
-    retention_s: float = 8 * 24 * 3600.0  # the drift DAG reads the last week of signups
-    decisions_retention_s: float = 7 * 24 * 3600.0
-    trim_interval_s: float = 60.0
+    # Stream retention and the apps' intake forwarding are the intake process's
+    # (intake/, onboarding-intake): this process holds no XTRIM and no XADD on the signups.
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ListenerSettings:
         source = os.environ if environ is None else environ
         env = Env(source)
-        log_format = env.str("LOG_FORMAT", cls.log_format)
-        if log_format not in ("json", "text"):
-            raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or text")
+        log_format = env.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS)
         return cls(
             streams=StreamSettings.from_env(source),
             airflow=AirflowSettings.from_env(source),
@@ -55,6 +54,7 @@ class ListenerSettings:
             batch_size=env.int("LISTENER_BATCH_SIZE", cls.batch_size, minimum=1),
             block_ms=env.int("LISTENER_BLOCK_MS", cls.block_ms, minimum=1),
             max_payload_bytes=env.int("LISTENER_MAX_PAYLOAD_BYTES", cls.max_payload_bytes, minimum=256),
+            answer_refusals=env.bool("LISTENER_ANSWER_REFUSALS", cls.answer_refusals),
             retry_initial_s=env.float("LISTENER_RETRY_INITIAL_S", cls.retry_initial_s, minimum=0.01),
             retry_max_s=env.float("LISTENER_RETRY_MAX_S", cls.retry_max_s, minimum=0.01),
             shutdown_timeout_s=env.float("LISTENER_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, minimum=0),
@@ -65,7 +65,4 @@ class ListenerSettings:
             claim_interval_s=env.float("LISTENER_CLAIM_INTERVAL_S", cls.claim_interval_s, minimum=0),
             max_deliveries=env.int("LISTENER_MAX_DELIVERIES", cls.max_deliveries, minimum=1),
             fingerprint_ttl_s=env.int("LISTENER_FINGERPRINT_TTL_S", cls.fingerprint_ttl_s, minimum=60),
-            retention_s=env.float("SIGNUPS_RETENTION_S", cls.retention_s, minimum=0),
-            decisions_retention_s=env.float("DECISIONS_RETENTION_S", cls.decisions_retention_s, minimum=0),
-            trim_interval_s=env.float("LISTENER_TRIM_INTERVAL_S", cls.trim_interval_s, minimum=0),
         )

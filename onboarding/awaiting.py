@@ -16,17 +16,9 @@ from typing import Any, cast
 import redis
 
 from onboarding import keys
+from onboarding.functions import fcall
 from onboarding.settings import StreamSettings
 from onboarding.streams import text
-
-_RECORD_UNLESS_DECIDED = """
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
-return 1
-"""
 
 
 def awaiting_key(streams: StreamSettings) -> str:
@@ -51,7 +43,8 @@ def record_accepted(
     """Remember an accepted signup until its decision is observed. False: already decided."""
     names = (awaiting_key(streams), conf_key(streams), keys.marker_key(streams.decisions_stream, event_id))
     payload = json.dumps(conf, separators=(",", ":"))
-    return bool(client.eval(_RECORD_UNLESS_DECIDED, 3, *names, event_id, accepted_ts, payload))
+    # The `record_accepted` Redis Function (onboarding/functions/onboarding.lua).
+    return bool(fcall(client, "record_accepted", names, [event_id, accepted_ts, payload]))
 
 
 def clear_awaiting(client: redis.Redis, streams: StreamSettings, *event_ids: str) -> None:
@@ -61,6 +54,16 @@ def clear_awaiting(client: redis.Redis, streams: StreamSettings, *event_ids: str
         pipe.zrem(awaiting_key(streams), *event_ids)
         pipe.hdel(conf_key(streams), *event_ids)
         pipe.execute()
+
+
+def expire_awaiting(client: redis.Redis, streams: StreamSettings, before_ts: float) -> list[str]:
+    """Forget signups accepted before `before_ts` whose decision was never observed (the zset
+    member and the run conf, which holds the application). Their decision, if any, has left
+    the decisions stream by then, so nothing would ever clear them; returns the event ids."""
+    stale = [item.event_id for item in awaiting_before(client, streams, before_ts)]
+    for start in range(0, len(stale), 500):
+        clear_awaiting(client, streams, *stale[start : start + 500])
+    return stale
 
 
 def awaiting_before(client: redis.Redis, streams: StreamSettings, cutoff_ts: float) -> list[Awaiting]:

@@ -1,6 +1,6 @@
 """Decision events: what the app reads back on the `decisions` stream, and the one way to write one.
 
-Publishing is idempotent per event id: a Lua script sets a marker key and appends to the
+Publishing is idempotent per event id: a Redis Function sets a marker key and appends to the
 stream in one atomic step, so a retried task or a failure handler racing the normal path
 can never produce a second decision for the same signup. The same step stores the decision
 under a per-event key and announces it on that key's Pub/Sub channel, so an app waits for
@@ -19,7 +19,21 @@ from typing import Any
 
 import redis
 
-from onboarding.keys import DECISION_KEY_TTL_S, MARKER_TTL_S, decision_key, marker_key
+from onboarding.functions import fcall
+from onboarding.keys import (
+    APP_FEED_MAXLEN,
+    DECISION_KEY_TTL_S,
+    MARKER_TTL_S,
+    REVIEW_DEADLINE_S,
+    app_feed_stream,
+    decision_key,
+    decision_records_stream,
+    marker_key,
+    review_case_key,
+    review_history_key,
+    review_queue_key,
+)
+from onboarding.settings import APP_NAME
 from onboarding.streams import live_entries, payload
 
 DECISION_SCHEMA_VERSION = 1
@@ -27,18 +41,9 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 # The marker is set only after XADD succeeded: a failed append leaves no marker behind
 # that would make every later attempt think the decision was out. The per-event key and
-# the announcement follow in the same script: nobody sees one without the others.
-_PUBLISH_ONCE = """
-local existing = redis.call('GET', KEYS[2])
-if existing then
-  return {0, existing}
-end
-local id = redis.call('XADD', KEYS[1], '*', 'event_id', ARGV[3], 'payload', ARGV[1])
-redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[4])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
-return {1, id}
-"""
+# the announcement follow in the same step (the `publish_decision` Redis Function,
+# onboarding/functions/onboarding.lua): nobody sees one without the others. A `review`
+# opens its review case in the same step (review/store.py works the queue).
 
 
 @cache
@@ -66,6 +71,12 @@ def decision_errors(data: Any, version: int = DECISION_SCHEMA_VERSION) -> list[s
     return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}" for e in validator.iter_errors(data)]
 
 
+# A decision's `error` starts with this when the task refused the model version in service
+# (risk.integrity: unsigned, another key, or a file changed after signing); the SLA service
+# counts them (onboarding_model_integrity_failures_total) and an alert fires.
+MODEL_INTEGRITY_ERROR_PREFIX = "model integrity:"
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -84,6 +95,18 @@ class DecisionEvent:
     timestamps: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     schema_version: int = DECISION_SCHEMA_VERSION
+    # None: derived (a `review` is provisional, approve/decline final). A reviewer's final
+    # decision sets both (decision.v1.json: final, review).
+    final: bool | None = None
+    review: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.final is None:
+            self.final = self.decision != "review"
+
+    @property
+    def is_final(self) -> bool:
+        return bool(self.final)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +120,8 @@ class DecisionEvent:
             "run_id": self.run_id,
             "error": self.error,
             "timestamps": self.timestamps,
+            "final": self.is_final,
+            **({"review": self.review} if self.review is not None else {}),
         }
 
     @classmethod
@@ -112,6 +137,8 @@ class DecisionEvent:
             timestamps=dict(data.get("timestamps") or {}),
             error=data.get("error"),
             schema_version=int(data.get("schema_version", DECISION_SCHEMA_VERSION)),
+            final=data.get("final"),
+            review=data.get("review"),
         )
 
     def latency_s(self, start: str = "accepted_at", end: str = "published_at") -> float | None:
@@ -129,16 +156,56 @@ def publish_decision(
     event: DecisionEvent,
     marker_ttl_s: int = MARKER_TTL_S,
     decision_ttl_s: int = DECISION_KEY_TTL_S,
+    review_deadline_s: float = REVIEW_DEADLINE_S,
+    record: dict[str, Any] | None = None,
+    app: str | None = None,
+    app_feed_maxlen: int = APP_FEED_MAXLEN,
 ) -> tuple[bool, str]:
     """Append the decision unless one was already published for this event id, store it
-    under its per-event key (`decision_ttl_s`) and announce it on that key's channel.
+    under its per-event key (`decision_ttl_s`) and announce it on that key's channel; a
+    `review` opens its review case, due `review_deadline_s` from now; `record` (the decision
+    record, risk/evidence.py) is appended to `<decisions>:records` in the same atomic step,
+    with the decision's `published_at`. `app`: the signup came from that app's intake (the
+    run's `app` param, set by the listener from the forwarded entry): the decision is also
+    appended to the app's feed `<decisions>:app:<app>` (`MAXLEN ~ app_feed_maxlen`), and a
+    `review`'s case keeps the app for the reviewer's final decision, in the same step.
 
     Returns (published_now, stream_entry_id). Sets `published_at` just before writing.
     """
-    event.timestamps.setdefault("published_at", utc_now())
+    if app is not None and not APP_NAME.fullmatch(app):
+        raise ValueError(f"app {app!r} must match {APP_NAME.pattern}")
+    published_at = event.timestamps.setdefault("published_at", utc_now())
     payload = json.dumps(event.to_dict(), separators=(",", ":"))
-    keys = (stream, marker_key(stream, event.event_id), decision_key(stream, event.event_id))
-    created, entry_id = client.eval(_PUBLISH_ONCE, 3, *keys, payload, marker_ttl_s, event.event_id, decision_ttl_s)
+    keys = (
+        stream,
+        marker_key(stream, event.event_id),
+        decision_key(stream, event.event_id),
+        review_case_key(stream, event.event_id),
+        review_queue_key(stream),
+        review_history_key(stream),
+        *((decision_records_stream(stream),) if record is not None or app is not None else ()),
+        *((app_feed_stream(stream, app),) if app is not None else ()),
+    )
+    deadline = datetime.fromisoformat(published_at).timestamp() + review_deadline_s
+    why = f"automated assessment unavailable: {event.error}" if event.error else f"borderline score {event.score}"
+    args: list[Any] = [
+        payload,
+        marker_ttl_s,
+        event.event_id,
+        decision_ttl_s,
+        event.decision,
+        event.user_id,
+        published_at,
+        repr(deadline),
+        why[:500],
+    ]
+    if record is not None:
+        args.append(
+            json.dumps({**record, "timestamps": {**record.get("timestamps", {}), "published_at": published_at}})
+        )
+    if app is not None:  # the feed's arguments follow the record's place ('' for no record)
+        args += [*(() if record is not None else ("",)), app_feed_maxlen, app]
+    created, entry_id = fcall(client, "publish_decision", keys, args)
     entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return bool(created), entry
 

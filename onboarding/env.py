@@ -6,7 +6,7 @@ Only `from_env()` constructors call these; code below them takes a settings obje
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from onboarding.errors import ConfigError
@@ -56,6 +56,13 @@ class Env:
             raise ConfigError(f"{key}={raw!r} is not a number") from None
         if minimum is not None and value < minimum:
             raise ConfigError(f"{key}={raw!r} must be at least {minimum}")
+        return value
+
+    def choice(self, key: builtins.str, default: builtins.str, choices: Sequence[builtins.str]) -> builtins.str:
+        """One of `choices` (`LOG_FORMAT`: json or text)."""
+        value = self.str(key, default)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} must be {' or '.join(choices)}")
         return value
 
     def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:

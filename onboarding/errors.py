@@ -6,6 +6,7 @@ OnboardingError                 catch this to catch anything the project raises 
  ├── AirflowError               a call to an Airflow instance's REST API failed
  │    ├── AirflowUnavailable    refused, timed out, 5xx, auth or DAG not ready: retry later
  │    └── AirflowRejected       Airflow refused this input (400/422): retrying cannot help
+ ├── RedisFull                  Redis refused a write at its `maxmemory` (OOM): retry later
  ├── listener.ListenerError     the signup listener
  ├── risk.RiskError             the model, its artifacts and the pipeline steps
  ├── archiver.ArchiveError      the metadata archive
@@ -51,3 +52,9 @@ class AirflowUnavailable(AirflowError):
 
 class AirflowRejected(AirflowError):
     """Airflow rejected the input; the listener dead-letters the event."""
+
+
+class RedisFull(OnboardingError):
+    """Redis refused a write because it reached its `maxmemory` (policy noeviction: writes are
+    refused, nothing is evicted). Nothing was accepted; the same call may succeed once the
+    listeners and trimming freed memory."""

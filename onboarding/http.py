@@ -5,10 +5,18 @@ and the `check` probe that asks a running process for its health.
           so an outage of either does not restart every pod.
 /readyz   readiness: it can do its job now (its loop turns and Redis answers).
 /healthz  the same as /readyz (what `check`, the local supervisor and older probes ask).
+
+Pages (not /metrics or the probes: Prometheus and the kubelet) may be put behind a token
+(`page_token`): a request must carry `Authorization: Bearer <token>`, or HTTP Basic with the
+token as the password (any user name: what a browser's login prompt sends), compared in
+constant time; anything else gets 401.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import logging
 import threading
 import urllib.error
@@ -32,6 +40,14 @@ class _Handler(BaseHTTPRequestHandler):
     healthy: Callable[[], tuple[bool, str]]
     live: Callable[[], tuple[bool, str]]
     pages: Mapping[str, Page]
+    page_token: bytes | None
+    realm: str
+
+    def _authorized(self) -> bool:
+        token = type(self).page_token
+        if token is None:
+            return True
+        return hmac.compare_digest(presented_token(self.headers.get("Authorization")), token)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -42,6 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif path in ("/healthz", "/readyz", "/livez"):
                 ok, why = cls.live() if path == "/livez" else cls.healthy()
                 body, status, ctype = (why + "\n").encode(), 200 if ok else 503, TEXT
+            elif path in cls.pages and not self._authorized():
+                body, status, ctype = b"unauthorized: send the page token (Authorization: Bearer ...)\n", 401, TEXT
             elif path in cls.pages:
                 body, ctype = cls.pages[path]()
                 status = 200
@@ -53,6 +71,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
+            if status == 401:
+                self.send_header("WWW-Authenticate", f'Basic realm="{cls.realm}", charset="UTF-8"')
+            if path in cls.pages:
+                self.send_header("Cache-Control", "no-store")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -71,19 +93,39 @@ def serve_http(
     pages: Mapping[str, Page] | None = None,
     name: str = "metrics-http",
     live: Callable[[], tuple[bool, str]] | None = None,
+    page_token: str | None = None,
 ) -> ThreadingHTTPServer:
     """Serve /metrics, the probes and `pages` (exact paths) on a daemon thread; returns the
-    server (port 0 picks one). Without `live`, /livez answers as long as the server does."""
+    server (port 0 picks one). Without `live`, /livez answers as long as the server does.
+    With `page_token`, the pages answer only requests that present it (module docstring)."""
+    if page_token is not None and not page_token:
+        raise ValueError("an empty page token would let anyone in")
     attributes = {
         "registry": registry,
         "healthy": staticmethod(healthy),
         "live": staticmethod(live or _serving),
         "pages": dict(pages or {}),
+        "page_token": page_token.encode() if page_token is not None else None,
+        "realm": name,
     }
     server = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), attributes))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
+
+
+def presented_token(authorization: str | None) -> bytes:
+    """The token a request presents: `Bearer <token>`, or Basic's password; b"" if none."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip().encode()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return b""
+        return decoded.partition(b":")[2]
+    return b""
 
 
 def _serving() -> tuple[bool, str]:
@@ -138,3 +180,19 @@ def loop_health(
         return True, "ok"
 
     return healthy
+
+
+def serve_loop(
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    loop: str,
+    seconds_since_loop: Callable[[], float],
+    stale_after_s: float,
+    ready_client: redis.Redis,
+) -> ThreadingHTTPServer:
+    """Serve /metrics and the probes of a process built around one loop over Redis: /livez
+    (`loop_liveness`) and /readyz (`loop_health`, pinging Redis through `ready_client`)."""
+    healthy = loop_health(loop, seconds_since_loop, stale_after_s, ready_client)
+    live = loop_liveness(loop, seconds_since_loop, stale_after_s)
+    return serve_http(host, port, registry, healthy, live=live)

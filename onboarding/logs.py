@@ -15,6 +15,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+# What LOG_FORMAT may say: one JSON object per line, or plain text.
+LOG_FORMATS = ("json", "text")
+
 # The keys a line about one event may carry (and nothing else from `extra`).
 CONTEXT_KEYS = ("event_id", "run_id", "entry_id", "user_id", "outcome", "reason", "decision")
 

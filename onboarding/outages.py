@@ -19,12 +19,23 @@ from typing import TypeVar
 
 import redis
 
+from onboarding.backoff import Backoff
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Errors of reaching Redis, as opposed to errors of a command (wrong type, ACL denial).
-REDIS_OUTAGE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Errors of reaching Redis, as opposed to errors of a command (wrong type, ACL denial). A
+# full Redis (`maxmemory` reached, policy noeviction: OOM on every write) is ridden out the
+# same way: the write that failed changed nothing, the entry in hand stays pending and is
+# handled again once the listeners' trimming or an operator freed memory
+# (tests/unit/test_redis_maxmemory.py).
+REDIS_OUTAGE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.OutOfMemoryError,
+)
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 5.0
 LOG_EVERY_S = 30.0
@@ -39,53 +50,48 @@ def through_redis_outages(
     retry_max_s: float = RETRY_MAX_S,
 ) -> T | None:
     """Run `loop` until it returns; when it fails because Redis cannot be reached, wait
-    (exponential backoff, `tick` after each wait so liveness stays green) and run it again.
+    (exponential backoff, `tick` on each retry so liveness stays green) and run it again.
     When the stream or its consumer group has gone (deleted by hand, or a Redis that came
     back without its data), run it again at once: the loop creates the group first.
     Returns the loop's result, or None if `stop` was set during an outage."""
-    delay = retry_initial_s
     down_since: float | None = None
     last_log = 0.0
-    while True:
-        try:
-            return loop()
-        except redis.ResponseError as err:
-            # NOGROUP: read after the group went; UNBLOCKED: it went while the read was blocked.
-            if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
-                raise
-            logger.warning("%s: the stream or its consumer group is gone (%s); creating it again", who, err)
-            if stop.wait(0.1):
-                return None
-            tick()
-        except REDIS_OUTAGE as err:
-            now = time.monotonic()
-            if down_since is None:
-                down_since = now
-            if now - last_log >= LOG_EVERY_S:
-                last_log = now
-                logger.warning(
-                    "%s: redis unreachable for %.0f s (%s); retrying until it answers", who, now - down_since, err
-                )
-            if stop.wait(delay):
-                return None
-            tick()
-            delay = min(delay * 2, retry_max_s)
+
+    def until_outage() -> T:
+        while True:
+            try:
+                return loop()
+            except redis.ResponseError as err:
+                # NOGROUP: read after the group went; UNBLOCKED: it went while the read was blocked.
+                if not str(err).startswith(("NOGROUP", "UNBLOCKED")):
+                    raise
+                logger.warning("%s: the stream or its consumer group is gone (%s); creating it again", who, err)
+                if stop.wait(0.1):
+                    raise _Stopped from err
+                tick()
+
+    def on_retry(err: BaseException, _delay_s: float) -> None:
+        nonlocal down_since, last_log
+        now = time.monotonic()
+        if down_since is None:
+            down_since = now
+        if now - last_log >= LOG_EVERY_S:
+            last_log = now
+            logger.warning(
+                "%s: redis unreachable or full for %.0f s (%s); retrying until it answers", who, now - down_since, err
+            )
+        tick()
+
+    backoff = Backoff(min(retry_initial_s, retry_max_s), retry_max_s)
+    try:
+        return backoff.retry(until_outage, REDIS_OUTAGE, stop=stop, on_retry=on_retry)
+    except _Stopped:
+        return None
+    except REDIS_OUTAGE:
+        if stop.is_set():
+            return None
+        raise
 
 
-def redis_client(url: str, block_s: float = 0.0) -> redis.Redis:
-    """A client that notices a partitioned Redis: without timeouts, a command sent to a host
-    that silently drops packets waits forever (and the loop, and liveness, with it).
-    `block_s` is the longest blocking read the caller issues (XREADGROUP BLOCK)."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=5,
-        socket_timeout=block_s + 10,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
-
-
-def probe_client(url: str) -> redis.Redis:
-    """The client a readiness probe pings Redis with: it answers within a second or two,
-    before the prober (Kubernetes: 1 s by default) gives up waiting."""
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+class _Stopped(Exception):
+    """Internal: `stop` was set while waiting for a consumer group to come back."""

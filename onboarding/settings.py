@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from onboarding.env import Env
+from onboarding.errors import ConfigError
+from onboarding.keys import APP_FEED_MAXLEN
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -72,6 +75,17 @@ class StreamSettings:
     signups_stream: str = "signups"
     decisions_stream: str = "decisions"
     dead_letter_stream: str = "signups:dead"
+    # The product apps with their own Redis user and intake stream (ONBOARDING_APPS=web,mobile;
+    # docs/security.md, per-app isolation): each submits to `<signups>:app:<name>` and reads
+    # only `<decisions>:event:<name>:*`; the intake process (intake/) forwards the intakes into the signups.
+    apps: tuple[str, ...] = ()
+    # The most entries an app's decision feed `<decisions>:app:<name>` keeps (APP_FEED_MAXLEN;
+    # XADD MAXLEN ~ by the publish step and a reviewer's final decision): a bound on memory, the
+    # intake process also trims the feeds by age (DECISIONS_RETENTION_S).
+    app_feed_maxlen: int = APP_FEED_MAXLEN
+    # The feature contract the whole service runs with (ONBOARDING_DATASET): the signup
+    # schema, training data, model and reasons (risk.datasets; docs/model.md).
+    dataset: str = "german_credit"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
@@ -81,4 +95,33 @@ class StreamSettings:
             signups_stream=env.str("SIGNUPS_STREAM", cls.signups_stream),
             decisions_stream=env.str("DECISIONS_STREAM", cls.decisions_stream),
             dead_letter_stream=env.str("DEAD_LETTER_STREAM", cls.dead_letter_stream),
+            apps=parse_apps(env.str("ONBOARDING_APPS", "")),
+            app_feed_maxlen=env.int("APP_FEED_MAXLEN", cls.app_feed_maxlen, minimum=1),
+            dataset=parse_dataset(env.str("ONBOARDING_DATASET", cls.dataset)),
         )
+
+
+# The data sets the service can run with (ONBOARDING_DATASET); German credit is the default.
+DATASETS = ("german_credit", "credit_data")
+DEFAULT_DATASET = "german_credit"
+
+
+def parse_dataset(value: str) -> str:
+    """ONBOARDING_DATASET: one of `DATASETS`."""
+    name = value.strip() or DEFAULT_DATASET
+    if name not in DATASETS:
+        raise ConfigError(f"ONBOARDING_DATASET={value!r} is not a known data set; known: {', '.join(DATASETS)}")
+    return name
+
+
+# An app's name: part of its Redis user, key prefixes and event ids, so no glob or separator.
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def parse_apps(value: str) -> tuple[str, ...]:
+    """ONBOARDING_APPS: comma-separated app names (lower-case letters, digits, `-`; at most 32)."""
+    apps = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    bad = [name for name in apps if not APP_NAME.fullmatch(name)]
+    if bad:
+        raise ConfigError(f"ONBOARDING_APPS: {', '.join(map(repr, bad))} must match {APP_NAME.pattern}")
+    return apps

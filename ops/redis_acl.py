@@ -7,11 +7,18 @@ so a deployment with other names gets matching rules.
 
     onboarding-redis-acl render            # the roles' users (hashed passwords)
     onboarding-redis-acl render --server   # a Redis server's whole `aclfile` (deploy/k8s/redis.yaml)
-    onboarding-redis-acl apply --url URL   # ACL SETUSER on a running Redis, as an admin
+    onboarding-redis-acl apply --url URL   # ACL SETUSER on a running Redis, as an admin,
+                                           # and load the service's Redis Functions
+    onboarding-redis-acl load-functions --url URL   # only load the functions (FUNCTION LOAD)
+
+No role holds EVAL or FUNCTION: the service's atomic steps are the `onboarding` Redis
+Function library (onboarding/functions/onboarding.lua), loaded here by the administrator,
+and each role may FCALL only the functions it runs, on their keys (docs/security.md).
 
 Passwords come from REDIS_ACL_PASSWORD_<ROLE> or, for Kubernetes Secrets mounted as
-files, REDIS_ACL_PASSWORD_<ROLE>_FILE (ROLE: APP, LISTENER, PUBLISHER, DRIFT, WORKER, OPERATOR,
-SLA, SCALER, BROKER; with --server also ADMIN, REPLICA and PROBE). A role without a password is
+files, REDIS_ACL_PASSWORD_<ROLE>_FILE (ROLE: APP, LISTENER, INTAKE, PUBLISHER, DRIFT, WORKER, OPERATOR,
+SLA, SCALER, BROKER, REVIEWER, and APP_<NAME> for each app of ONBOARDING_APPS, user app-<name>;
+with --server also ADMIN, REPLICA and PROBE). A role without a password is
 rendered disabled (`off`), never password-less.
 Each component then connects with its user in REDIS_URL: redis://listener:<password>@host/0
 (rediss:// with TLS in production, see docs/security.md).
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onboarding import keys
+from onboarding.console import add_version, environment_epilog
 from onboarding.env import Env
 from onboarding.settings import StreamSettings
 
@@ -57,10 +65,22 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
     fingerprints, markers = keys.fingerprint_pattern(signups), keys.marker_pattern(decisions)
     per_event = keys.decision_pattern(decisions)  # a decision by event id: key and channel
     awaiting, awaiting_conf = keys.awaiting_key(signups), keys.awaiting_conf_key(signups)
+    cases, queue, history = (
+        keys.review_case_pattern(decisions),
+        keys.review_queue_key(decisions),
+        keys.review_history_key(decisions),
+    )
+    finals = keys.final_marker_pattern(decisions)
+    records = keys.decision_records_stream(decisions)
+    intakes = keys.intake_pattern(signups)
+    feeds = keys.app_feed_pattern(decisions)  # each app's decision feed (<decisions>:app:<app>)
     return [
+        # Deprecated, rendered `off` unless REDIS_ACL_PASSWORD_APP is set: raw XADD on the shared
+        # signups stream lets one app damage it for all (MAXLEN 0, an id at the top of the id
+        # space) and read every app's decisions. Per-app users below replace it.
         Role(
             "app",
-            "product app: add signups, read decisions (the stream, or one by event id and its announcement)",
+            "product app (deprecated, shared): add signups, read decisions (the stream, or one by event id)",
             (
                 f"%W~{signups}",
                 f"%R~{decisions}",
@@ -75,32 +95,64 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
         ),
         Role(
             "listener",
-            "signup listener: consume signups, fingerprints, dead letters, trim both streams, drift gauge",
+            "signup listener: consume signups, fingerprints, dead letters, answer refusals, drift gauge",
             (
                 f"~{signups}",
                 f"~{fingerprints}",
                 "-@all",
                 *_CONNECT,
+                # Derived from a real run (tests/unit/test_acl_derived.py). The listener parses
+                # untrusted payloads, so it holds nothing destructive on the streams: no XADD on
+                # signups, no XTRIM, no DEL; retention and the apps' intakes are the intake
+                # process's (below). A compromised listener can mis-decide, not erase.
                 *"+multi +exec +discard +exists +set +xgroup|create +xreadgroup +xack +xautoclaim +xclaim".split(),
-                *"+xpending +xinfo|groups +xtrim".split(),
+                "+xpending",
                 # Selectors bind commands to keys: XADD only to the dead letters, so a leaked
-                # listener password cannot forge a decision; retention trims the decisions.
+                # listener password cannot forge a decision or overwrite a signup.
                 f"(%W~{dead} +xadd)",
-                f"(~{decisions} +xtrim +xinfo|groups +xpending +exists)",
                 "(%R~risk:drift:* +hgetall)",
                 # Records each accepted signup for overdue detection (onboarding/awaiting.py):
-                # one script, unless its decision is already out. EVAL declares its keys
-                # read-write; inside, only EXISTS may touch a marker (no SET or GET).
-                f"(~{awaiting} ~{awaiting_conf} ~{markers} +eval +exists +zadd +hsetnx)",
+                # FCALL record_accepted, unless its decision is already out. FCALL declares its
+                # keys read-write; inside, only EXISTS may touch a marker (no SET or GET). No
+                # EVAL: the role runs only the functions the administrator loaded.
+                f"(~{awaiting} ~{awaiting_conf} ~{markers} +fcall +exists +zadd +hsetnx)",
+                # Answers a refused signup (onboarding/refusal.py): FCALL answer_refusal in the
+                # dead letter's transaction: EXISTS on the decision's marker and the event id's
+                # fingerprint, SET and PUBLISH on the event's decision key and channel only.
+                f"(~{markers} ~{per_event} ~{fingerprints} +fcall)",
+                f"(%W~{per_event} &{per_event} +set +publish)",
+            ),
+        ),
+        # The intake process (intake/, onboarding-intake): never parses a payload. It forwards
+        # each app's intake into the signups stream (FCALL forward_intake: XREADGROUP, XADD to
+        # signups, XACK, XTRIM of a drained intake, atomically; the commands inside are checked
+        # against this user too), blocks on the intakes as the function's consumer, and keeps
+        # the streams' retention (XTRIM MINID below what any group still needs). Derived from a
+        # real run (tests/unit/test_acl_derived.py).
+        Role(
+            "intake",
+            "intake process: forward the apps' intakes into signups, trim the streams past retention",
+            (
+                "-@all",
+                *_CONNECT,
+                f"(~{intakes} ~{signups} +fcall)",
+                f"(~{intakes} +xgroup|create +xreadgroup +xack)",
+                # XADD to signups only inside forward_intake; the listeners' group created at start
+                # (retention then keeps what they have not read, however late they start).
+                f"(~{signups} +xadd +xgroup|create)",
+                f"(~{signups} ~{decisions} ~{intakes} +exists +xinfo|groups +xpending +xtrim)",
+                # The apps' decision feeds by age only (the app's own group cannot hold them longer).
+                f"(~{feeds} +xtrim)",
             ),
         ),
         Role(
             "publisher",
-            "onboarding DAG tasks: publish each decision once (Lua: GET marker, XADD, SET marker and "
-            "the per-event key, PUBLISH on its channel)",
-            # Commands a script calls are checked against the caller's ACL too (Redis 7).
-            # EVAL declares both keys, so it needs a selector holding both; the commands inside
-            # still need their own grants, and there is none for reading the decisions.
+            "onboarding DAG tasks: publish each decision once (FCALL publish_decision: GET marker, XADD, "
+            "SET marker and the per-event key, PUBLISH on its channel, XADD its decision record and, for an "
+            "app's signup, to the app's feed; a review also opens its case)",
+            # Commands a function calls are checked against the caller's ACL too (Redis 7).
+            # FCALL declares all six keys, so it needs a selector holding them; the commands
+            # inside still need their own grants, and there is none for reading the decisions.
             (
                 f"~{markers}",
                 f"%W~{per_event}",
@@ -111,7 +163,40 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 "+set",
                 "+publish",
                 f"(%W~{decisions} +xadd)",
-                f"(~{decisions} ~{markers} ~{per_event} +eval)",
+                # Opening a review case: the case (only if none exists), the queue, the history.
+                f"(~{cases} +exists +hset)",
+                f"(%W~{queue} +zadd)",
+                f"(%W~{history} +xadd)",
+                # The decision record (risk/evidence.py): append only, never read, trim or delete.
+                f"(%W~{records} +xadd)",
+                # An app's signup: the decision's copy in the app's feed (XADD MAXLEN ~), write only.
+                f"(%W~{feeds} +xadd)",
+                f"(~{decisions} ~{markers} ~{per_event} ~{cases} ~{queue} ~{history} ~{records} ~{feeds} +fcall)",
+            ),
+        ),
+        # Reviewers' tools (review/: onboarding-review and its page): the cases, the queue and
+        # the history, and the final decision: appended, stored under the event's key and
+        # announced, guarded by its once-only marker, all in one Redis Function. It cannot read
+        # signups or dead letters.
+        Role(
+            "reviewer",
+            "review queue: list, claim, release and decide cases; publish each final decision once",
+            (
+                f"~{cases}",
+                f"~{queue}",
+                f"~{history}",
+                f"~{finals}",
+                f"%W~{per_event}",
+                f"&{per_event}",
+                "-@all",
+                *_CONNECT,
+                *"+hgetall +hget +hset +hincrby +zrange +zrem +xadd +xrange +get +set +exists +expire".split(),
+                "+publish",
+                f"(%W~{decisions} +xadd)",
+                # The final decision of an app's case goes to the app's feed too (write only).
+                f"(%W~{feeds} +xadd)",
+                # FCALL review_claim / review_release / review_decide (no EVAL, no SCRIPT LOAD).
+                f"(~{decisions} ~{per_event} ~{cases} ~{queue} ~{history} ~{finals} ~{feeds} +fcall)",
             ),
         ),
         Role(
@@ -122,20 +207,40 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 "-@all",
                 *_CONNECT,
                 *"+multi +exec +del +hset +hgetall".split(),
-                f"(%R~{signups} +xrange +xrevrange)",
+                f"(%R~{signups} +xrevrange)",  # risk/drift.py reads the newest entries backwards
             ),
         ),
         Role(
             "worker",
-            "rq worker and archiver: rq's own keys and channels, the archive run lock",
+            "rq worker and archiver: rq's own keys and channels, the archive run lock, the old review history",
             (
                 "~rq:*",
                 f"~{_glob(archive_lock)}",
                 "&rq:*",
                 "-@all",
                 *_CONNECT,
-                *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),
-                *"+@scripting +@pubsub +@connection -@dangerous -script|flush -script|kill +info".split(),
+                # Derived from a real run (tests/unit/test_acl_derived.py): a long-running
+                # `rq worker maintenance` and `rq cron archiver.cron` as this user, the weekly
+                # archive job run by the worker (once refused by the held lock: rq's failure
+                # path; once archiving runs and the review history), `onboarding-archive
+                # worker-check`, both stopped by SIGTERM. No category grant, no key listing, no
+                # function management, no DEL outside rq's keys and the lock.
+                *"+blmove +lrange +lrem +rpush +sadd +smembers +srem +zadd +zrange +zrangebyscore +zrem".split(),
+                *"+zremrangebyrank +zremrangebyscore +hgetall +hincrby +hincrbyfloat +hset".split(),
+                *"+get +set +del +exists +expire +pexpire +persist +pttl +xadd +xrange".split(),
+                *"+multi +exec +discard +watch +unwatch +subscribe +unsubscribe +info +client|info".split(),
+                "+lmove",  # rq's burst mode (`rq worker --burst`, Worker.work(burst=True)) dequeues without blocking
+                # rq's own Lua (rq/scripts.py: locks, unique enqueue) through redis-py's Script:
+                # EVALSHA, SCRIPT LOAD after NOSCRIPT (a restarted Redis), SCRIPT EXISTS in
+                # pipelines. Redis 7 has no per-script allow-list, so this role can still run a
+                # script of its own, but on rq's keys only; no EVAL, no FUNCTION
+                # (docs/security.md, busy scripts).
+                *"+evalsha +script|load +script|exists".split(),
+                # The weekly archive also moves the review history's old entries into the
+                # store (archiver/review_history.py): read them, then delete exactly those.
+                f"(~{history} +xrange +xdel)",
+                # ... and the decision records (archiver/decision_records.py): the same, no XADD.
+                f"(~{records} +xrange +xdel)",
             ),
         ),
         Role(
@@ -148,7 +253,18 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 f"~{decisions}:*",
                 "-@all",
                 *_CONNECT,
-                *"+@read +scan +xdel +del +xadd +eval".split(),
+                # Derived from a real run (tests/unit/test_acl_derived.py): onboarding-deadletters
+                # list/show/replay, onboarding-decisions, onboarding-erase (dry run and real).
+                # Reads: the streams (XRANGE, XREVRANGE), a decision by event id (GET),
+                # the awaiting conf (HSCAN, HEXISTS), the awaiting set (ZSCORE), a review
+                # case's user (HGET), which keys exist.
+                *"+xrange +xrevrange +get +hscan +hexists +hget +zscore +exists".split(),
+                # ZREM, HDEL: an erased user's review cases, awaiting signups and their run conf.
+                *"+scan +xdel +del +xadd +zrem +hdel".split(),
+                # Erasure walks the service's keys with SCAN (a cursor); KEYS, not granted, would block Redis.
+                # Dead-letter replay (listener/deadletters.py): FCALL replay_dead_letter.
+                "+fcall",
+                f"(~{intakes} +xrange +xdel)",  # onboarding-erase: an erased user's entries in the apps' intakes
             ),
         ),
         # The SLA service (sla/): its own consumer group on the decisions stream (XREADGROUP
@@ -162,11 +278,17 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 f"~{awaiting_conf}",
                 "-@all",
                 *_CONNECT,
+                # Derived from a real run (tests/unit/test_acl_derived.py): the observer in burst
+                # mode, the awaiting cleanup, a scrape of its collectors, the page.
                 *"+zrem +zrangebyscore +zcard +hget +hdel +multi +exec".split(),
-                f"(~{decisions} +xgroup|create +xreadgroup +xack +xautoclaim +xpending +xinfo|groups +xlen +xrange"
-                " +xrevrange)",
-                f"(%R~{signups} %R~{dead} +xinfo|groups +xpending +xlen)",
+                # XRANGE: the page's charts re-read the last day once per process (sla/series.py).
+                f"(~{decisions} +xgroup|create +xreadgroup +xack +xinfo|groups +xlen +xrange)",
+                f"(%R~{signups} %R~{dead} +xinfo|groups +xlen)",
                 f"(%R~{markers} +exists)",
+                # The review queue's depth, age and overdue cases (the page and the metrics).
+                f"(%R~{queue} %R~{cases} +zrange +zcard +zcount +zrangebyscore +hget +hgetall)",
+                # Shadow scoring on the page (sla/shadow.py): the newest decision records, read only.
+                f"(%R~{records} +xrevrange)",
             ),
         ),
         # KEDA's redis-streams scaler (deploy/k8s/listener.yaml): the listener group's lag and
@@ -198,15 +320,54 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 *(f"&/{db}.celeryev/worker.*" for db in range(16)),
                 "-@all",
                 *_CONNECT,
-                *"+@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@transaction".split(),
-                *"+@scripting +@pubsub +@connection -@dangerous -script|flush -script|kill +info +time".split(),
+                # Derived from a real run (tests/unit/test_acl_derived.py): a Celery worker as
+                # `airflow celery worker` runs it (gossip, mingle, heartbeats), the CeleryExecutor's
+                # apply_async of execute_workload consumed and run, the chart's liveness probe
+                # (`celery inspect ping`) answered, a warm shutdown, and kombu restoring a message
+                # a dead worker held (restore_visible, under its lock). No category grant.
+                *"+brpop +lpush +rpush +llen +sadd +smembers +srem +hset +hget +hdel".split(),
+                *"+zadd +zrange +zrangebyscore +zrem +get +set +del +multi +exec +discard +watch".split(),
+                *"+publish +psubscribe +punsubscribe +time".split(),
+                # kombu's binding scripts (kombu/transport/redis.py: REFRESH_BINDING, SWEEP_BINDINGS)
+                # through redis-py's Script: EVALSHA and SCRIPT LOAD/EXISTS, on kombu's keys only;
+                # no EVAL, no FUNCTION (docs/security.md, busy scripts).
+                *"+evalsha +script|load +script|exists".split(),
             ),
         ),
+        *(app_role(s, app) for app in s.apps),
     ]
 
 
+def app_role(streams: StreamSettings, app: str) -> Role:
+    """One product app's own user `app-<name>` (ONBOARDING_APPS; docs/security.md, per-app
+    isolation): XADD to its own intake stream only, read only its own decisions by event id
+    (keys and channels under `<decisions>:event:<name>:`), and read its own decision feed
+    `<decisions>:app:<name>` through its own consumer groups (what the clients' `feed` runs:
+    XGROUP CREATE, XREADGROUP, XACK). No read of the shared streams, of another app's
+    decisions or feed, or of the SLA's group: what it can damage is its own intake and feed."""
+    intake = _glob(keys.intake_stream(streams.signups_stream, app))
+    mine = keys.app_decision_pattern(_glob(streams.decisions_stream), app)
+    feed = keys.app_feed_stream(_glob(streams.decisions_stream), app)
+    return Role(
+        f"app-{app}",
+        f"product app {app}: add signups to its own intake, read its own decisions by event id and its own feed",
+        (
+            f"%W~{intake}",
+            f"%R~{mine}",
+            f"&{mine}",
+            "-@all",
+            *_CONNECT,
+            *"+xadd +get +subscribe +unsubscribe".split(),
+            # XREADGROUP moves the group's cursor, so the key is read-write; no XADD, XDEL, XTRIM
+            # or XRANGE there (selectors bind these commands to the feed alone).
+            f"(~{feed} +xgroup|create +xreadgroup +xack)",
+        ),
+    )
+
+
 def password_for(role: str, environ: Mapping[str, str]) -> str | None:
-    return Env(environ).secret(f"REDIS_ACL_PASSWORD_{role.upper()}")
+    """REDIS_ACL_PASSWORD_<ROLE>; an app's user `app-web`: REDIS_ACL_PASSWORD_APP_WEB."""
+    return Env(environ).secret(f"REDIS_ACL_PASSWORD_{role.upper().replace('-', '_')}")
 
 
 def acl_rule(role: Role, password: str | None) -> list[str]:
@@ -258,7 +419,25 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="onboarding-redis-acl", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="onboarding-redis-acl",
+        description=__doc__.split("\n\n")[0],
+        epilog=environment_epilog(
+            (
+                "REDIS_ACL_PASSWORD_<ROLE>[_FILE]",
+                "REDIS_ACL_PASSWORD_APP_<NAME>[_FILE]",
+                "REDIS_URL",
+                "SIGNUPS_STREAM",
+                "DECISIONS_STREAM",
+                "DEAD_LETTER_STREAM",
+                "ONBOARDING_APPS",
+                "ONBOARDING_HOME",
+            ),
+            note="ROLE: each role of `onboarding-redis-acl render`; docs/security.md",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     render_cmd = sub.add_parser("render", help="print an ACL file (passwords hashed) for Redis' aclfile")
     render_cmd.add_argument(
@@ -269,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     render_cmd.add_argument("--output", metavar="PATH", help="write the file here (mode 0600) instead of stdout")
     apply_cmd = sub.add_parser("apply", help="create/update the users on a running Redis")
-    apply_cmd.add_argument("--url", required=True, help="an admin connection URL (ACL SETUSER)")
+    apply_cmd.add_argument("--url", required=True, help="an admin connection URL (ACL SETUSER, FUNCTION LOAD)")
+    load_cmd = sub.add_parser("load-functions", help="load the service's Redis Functions on a running Redis")
+    load_cmd.add_argument("--url", required=True, help="an admin connection URL (FUNCTION LIST, FUNCTION LOAD)")
     args = parser.parse_args(argv)
     streams = StreamSettings.from_env()
     if args.command == "render":
@@ -281,11 +462,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    import redis
+    from onboarding.functions import LIBRARY, ensure_loaded
+    from onboarding.redis_clients import Role, connect  # redis only when applying
 
-    client = redis.Redis.from_url(args.url)
-    for name in apply(client, streams, os.environ):
-        print(f"redis user {name} set")
+    client = connect(args.url, Role.CLI)
+    # The functions first: a user enabled by `apply` finds what it may FCALL.
+    loaded = ensure_loaded(client)
+    print(f"redis functions {LIBRARY}: {'loaded' if loaded else 'already loaded'}")
+    from onboarding import intake  # the per-app intake forwarder, its own library
+
+    loaded = intake.ensure_loaded(client)
+    print(f"redis functions {intake.LIBRARY}: {'loaded' if loaded else 'already loaded'}")
+    if args.command == "apply":
+        for name in apply(client, streams, os.environ):
+            print(f"redis user {name} set")
     return 0
 
 

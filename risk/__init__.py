@@ -1,8 +1,11 @@
-"""The risk domain: the model, its features and policy, and the onboarding pipeline's steps and
-task functions (`risk.pipeline`) that the DAG files wire.
+"""The risk domain: the model, its features and policy, the onboarding pipeline's steps
+(`risk.steps`, passing the typed records of `risk.records`), publishing a decision
+(`risk.publishing`) and model maintenance. No Airflow: the task bodies that run these are
+`airflow_adapter`'s.
 
-Exports load lazily: a DAG file that imports `risk.pipeline` is parsed every few seconds by
-the dag-processor, and must not pay for scikit-learn until a task scores.
+Exports load lazily: a DAG file that imports `airflow_adapter.tasks` (and through it this
+package) is parsed every few seconds by the dag-processor, and must not pay for scikit-learn
+until a task scores.
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@ Layout of a model directory:
     <model_dir>/<version>/model.skops      the fitted Pipeline (skops: loading runs no code)
     <model_dir>/<version>/metadata.json    version, data hash, library versions, features,
                                            metrics, policy thresholds
+    <model_dir>/<version>/MANIFEST.json    the SHA-256 of both files, and MANIFEST.sig its
+                                           Ed25519 signature (`risk.integrity`)
     <model_dir>/CURRENT                    the version in service
 
 A new version becomes current by an atomic rename of CURRENT, so a reader sees the old
 version or the new one, never half of either. `ModelStore.current()` caches the loaded model
-per process and reloads only when CURRENT names another version.
+per process and reloads only when CURRENT names another version, after verifying the
+version's signed manifest (a tampered or unsigned version is refused: `ModelIntegrityError`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ import sklearn
 import skops.io as sio
 from sklearn.pipeline import Pipeline
 
+from onboarding.settings import DATASETS
 from risk.errors import ModelError
-from risk.model import feature_schema
+from risk.integrity import Signer, Verifier, content_hash, sign_version, verify_version
+from risk.model import Scorer, feature_schema
 from risk.policy import Policy
 
 MODEL_FILE = "model.skops"
@@ -58,9 +63,11 @@ TRUSTED_TYPES = [
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    pipeline: Pipeline
+    scorer: Scorer  # a `risk.boosted.BoostedTrees` for the service's kind
     policy: Policy
     metadata: dict[str, Any]
+    # The SHA-256 of the version's signed manifest (`risk.integrity`): names every byte loaded.
+    content_hash: str | None = None
 
 
 def save_model(
@@ -71,8 +78,10 @@ def save_model(
     metrics: dict[str, Any],
     make_current: bool = True,
     extra: dict[str, Any] | None = None,
+    signer: Signer | None = None,
 ) -> str:
-    """Write a new version and (by default) make it current. Returns the version."""
+    """Write a new version, sign its manifest (`signer`, default the development key) and (by
+    default) make it current. Returns the version."""
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{data_sha256[:8]}"
     suffix = 1
@@ -97,6 +106,7 @@ def save_model(
         **(extra or {}),
     }
     (target / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    sign_version(target, signer or Signer())
     if make_current:
         set_current(model_dir, version)
     return version
@@ -134,13 +144,26 @@ def current_version(model_dir: Path) -> str:
         raise ModelError(f"no current model in {model_dir}: train one with `onboarding-train`") from err
 
 
-def load_model(model_dir: Path, version: str) -> LoadedModel:
+def load_model(
+    model_dir: Path, version: str, dataset: str | None = None, verifier: Verifier | None = None
+) -> LoadedModel:
+    """Load a version. With `dataset` (the service's ONBOARDING_DATASET), a version of
+    another data set's contract is refused; without, it must fit the contract it names.
+    With `verifier` (the service's key), its signed manifest is checked before any file is
+    parsed: `ModelIntegrityError` for an unsigned version, another key or a changed file."""
     folder = model_dir / version
+    digest = verify_version(folder, verifier) if verifier is not None else content_hash(folder)
     try:
         metadata = json.loads((folder / METADATA_FILE).read_text())
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot read metadata of model {version!r} in {model_dir}: {err}") from err
-    if metadata.get("features") != feature_schema():
+    trained_on = metadata.get("dataset", "german_credit")  # versions older than the setting: German
+    if dataset is not None and trained_on != dataset:
+        raise ModelError(
+            f"model {version!r} was trained on the {trained_on} data set, but the service runs with "
+            f"ONBOARDING_DATASET={dataset}; train one on {dataset} with `onboarding-train`"
+        )
+    if trained_on not in DATASETS or metadata.get("features") != feature_schema(trained_on):
         raise ModelError(
             f"model {version!r} was trained on a feature schema that does not match the "
             "signup event schema; retrain it with `onboarding-train`"
@@ -149,24 +172,28 @@ def load_model(model_dir: Path, version: str) -> LoadedModel:
         untrusted = [t for t in sio.get_untrusted_types(file=folder / MODEL_FILE) if t not in TRUSTED_TYPES]
         if untrusted:
             raise ModelError(f"model {version!r} contains types that are not trusted: {untrusted}")
-        pipeline = sio.load(folder / MODEL_FILE, trusted=TRUSTED_TYPES)
+        scorer: Scorer = sio.load(folder / MODEL_FILE, trusted=TRUSTED_TYPES)
     except ModelError:
         raise
     except Exception as err:  # skops raises a variety of errors on a damaged file
         raise ModelError(f"cannot load model {version!r}: {err}") from err
     return LoadedModel(
         version=version,
-        pipeline=pipeline,
+        scorer=scorer,
         policy=Policy.from_dict(metadata["policy"]),
         metadata=metadata,
+        content_hash=digest,
     )
 
 
 class ModelStore:
-    """The current model of a directory, loaded once per process and reloaded on promotion."""
+    """The current model of a directory, loaded once per process and reloaded on promotion,
+    each version verified with `verifier` before it is loaded."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, dataset: str | None = None, verifier: Verifier | None = None) -> None:
         self.model_dir = model_dir
+        self.dataset = dataset
+        self.verifier = verifier or Signer().verifier()
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
         self.loads = 0
@@ -175,18 +202,36 @@ class ModelStore:
         version = current_version(self.model_dir)
         with self._lock:
             if self._loaded is None or self._loaded.version != version:
-                self._loaded = load_model(self.model_dir, version)
+                self._loaded = load_model(self.model_dir, version, self.dataset, self.verifier)
                 self.loads += 1
             return self._loaded
 
 
-_stores: dict[Path, ModelStore] = {}
+_stores: dict[tuple[Path, str | None, Verifier], ModelStore] = {}
 
 
-def model_store(model_dir: Path) -> ModelStore:
-    """The process-wide store for a directory (so a task process reuses a warm model)."""
-    key = model_dir.resolve()
+def model_store(model_dir: Path, dataset: str | None = None, verifier: Verifier | None = None) -> ModelStore:
+    """The process-wide store for a directory (so a task process reuses a warm model); with
+    `dataset`, it serves only versions of that data set's contract; every version it loads
+    must be signed with `verifier`'s key (default: the development key)."""
+    trusted = verifier or Signer().verifier()
+    key = (model_dir.resolve(), dataset, trusted)
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = ModelStore(key)
+        store = _stores[key] = ModelStore(key[0], dataset, trusted)
     return store
+
+
+_pinned: dict[tuple[Path, str, str | None, Verifier], LoadedModel] = {}
+
+
+def pinned_model(
+    model_dir: Path, version: str, dataset: str | None = None, verifier: Verifier | None = None
+) -> LoadedModel:
+    """One named version (not CURRENT's), loaded and verified once per process: the shadow
+    challenger (SHADOW_MODEL_VERSION) the task scores beside the champion."""
+    trusted = verifier or Signer().verifier()
+    key = (model_dir.resolve(), version, dataset, trusted)
+    if key not in _pinned:
+        _pinned[key] = load_model(key[0], version, dataset, trusted)
+    return _pinned[key]

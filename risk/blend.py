@@ -32,18 +32,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from risk.boosted import COLUMNS, EXCLUDED, BoostedTrees
+from risk.boosted import EXCLUDED, BoostedTrees
 from risk.calibration import LogOddsClassifier, best_calibrated, inner_splits
+from risk.datasets import reason_code_of
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 WEIGHTS = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
 # The logistic part's derived columns are explained as the applicant's own figures (the same
-# codes as the trees').
-_GROUP = {
-    "log_credit_amount": "credit_amount",
-    "log_duration_months": "duration_months",
-    "log_monthly_amount": "monthly_amount",
-}
+# codes as the trees': `risk.datasets.reason_code_of`).
 
 
 def linear_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -72,10 +68,13 @@ def _tuned_logistic(rows: list[dict[str, Any]], labels: np.ndarray, seed: int) -
 class Blend(LogOddsClassifier):
     """P(bad) from a logit-space blend of boosted trees and a logistic regression."""
 
-    def __init__(self, seed: int = 0, inner_folds: int = 5, explain: bool = True) -> None:
+    def __init__(
+        self, seed: int = 0, inner_folds: int = 5, explain: bool = True, dataset: str = "german_credit"
+    ) -> None:
         self.seed = seed
         self.inner_folds = inner_folds
         self.explain = explain
+        self.dataset = dataset
 
     def fit(self, rows: list[dict[str, Any]], y: Any) -> Blend:
         # One thread for BLAS and OpenMP: on 800 rows, more only synchronise (6x slower for
@@ -87,7 +86,11 @@ class Blend(LogOddsClassifier):
         labels = np.asarray(y, dtype=bool)
         self.classes_ = np.array([False, True])
         self.boosted_ = BoostedTrees(
-            seed=self.seed, inner_folds=self.inner_folds, calibrate=False, explain=self.explain
+            seed=self.seed,
+            inner_folds=self.inner_folds,
+            calibrate=False,
+            explain=self.explain,
+            dataset=getattr(self, "dataset", "german_credit"),
         ).fit(rows, labels)
         boosted_oof = self.boosted_.out_of_fold_
         linear = linear_rows(rows)
@@ -125,11 +128,9 @@ class Blend(LogOddsClassifier):
         scaler: StandardScaler = self.logistic_.named_steps["scale"]
         classifier: LogisticRegression = self.logistic_.named_steps["classify"]
         z = scaler.transform(vectorizer.transform(linear_rows([row])))[0]
-        out = dict.fromkeys(COLUMNS, 0.0)
+        out = dict.fromkeys(self.boosted_.layout.columns, 0.0)
         for column, push in zip(vectorizer.get_feature_names_out(), classifier.coef_[0] * z, strict=True):
-            name = str(column).split("=", 1)[0]
-            name = _GROUP.get(name, name)
-            out[name] += float(push)
+            out[reason_code_of(str(column).split("=", 1)[0])] += float(push)
         return out
 
     def explain_row(self, row: dict[str, Any]) -> tuple[float, dict[str, float]]:
@@ -139,5 +140,5 @@ class Blend(LogOddsClassifier):
         linear = self.linear_contributions(row)
         w, slope = self.weight_, self.slope_
         logit = slope * (w * raw_boosted + (1 - w) * float(self._linear_logit([row])[0])) + self.intercept_
-        pushes = {name: slope * (w * boosted[name] + (1 - w) * linear[name]) for name in COLUMNS}
+        pushes = {name: slope * (w * boosted[name] + (1 - w) * linear[name]) for name in self.boosted_.layout.columns}
         return float(logit), pushes

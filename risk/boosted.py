@@ -26,38 +26,32 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from risk.calibration import LogOddsClassifier, inner_splits, log_losses, platt
-from risk.features import FEATURES
+from risk.datasets import TreeLayout, dataset_of
 from risk.treeshap import MAX_SPLITS, PATTERNS, Tree, leaf_values, shapley_table
 
 # Application fields the trees do not use. Age: with it, the trees decline young applicants
 # far more often than the logistic model did (equal-opportunity difference by age band 0.35
 # against 0.29, out of fold) for no gain in ranking; without it they are fairer by age than
 # the logistic model and rank as well (docs/model.md).
+# Each data set's columns and constraints: `risk.datasets.TreeLayout` (a model knows its data
+# set: `BoostedTrees.dataset`); the names below are the German contract's.
 EXCLUDED = ("age_years",)
-_FIELDS = tuple(f for f in FEATURES if f.name not in EXCLUDED)
+_GERMAN = dataset_of(None).trees
 # The model's columns, in order: each is one reason code.
-COLUMNS: tuple[str, ...] = (*(f.name for f in _FIELDS), "monthly_amount")
-_CATEGORICAL = [f.categorical for f in _FIELDS] + [False]
-_LABEL_CODES = {f.name: {label: i for i, label in enumerate(f.codes.values())} for f in _FIELDS if f.categorical}
+COLUMNS: tuple[str, ...] = _GERMAN.columns
 # The inner CV's folds. Ten (inner models closer in size to the final one) measured no better
 # under the nested 5 x 10-fold evaluation (docs/model.md: candidate `boosted_inner10`).
 INNER_FOLDS = 5
 # The inner CV's r-th repetition shuffles its folds with seed + r * REPEAT_SEED_STEP.
 REPEAT_SEED_STEP = 7919
 # +1: risk rises with the value; 0: no constraint.
-MONOTONE = {"duration_months": 1, "installment_rate_pct": 1}
+MONOTONE = dict(_GERMAN.monotone)
 
 
 def encode(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Model rows (data set labels, floats; `risk.features.application_to_model_row`) as a
-    float matrix: category index for categorical fields, the value otherwise."""
-    out = np.empty((len(rows), len(COLUMNS)))
-    for i, row in enumerate(rows):
-        for j, name in enumerate(COLUMNS[:-1]):
-            codes = _LABEL_CODES.get(name)
-            out[i, j] = codes[row[name]] if codes is not None else float(row[name])
-        out[i, -1] = float(row["log_monthly_amount"])
-    return out
+    """German model rows (data set labels, floats; `risk.features.application_to_model_row`)
+    as a float matrix: category index for categorical fields, the value otherwise."""
+    return _GERMAN.encode(rows)
 
 
 class BoostedTrees(LogOddsClassifier):
@@ -74,6 +68,7 @@ class BoostedTrees(LogOddsClassifier):
         inner_repeats: int = 1,
         calibrate: bool = True,
         explain: bool = True,
+        dataset: str = "german_credit",
     ) -> None:
         self.seed = seed
         self.leaves = leaves
@@ -84,6 +79,12 @@ class BoostedTrees(LogOddsClassifier):
         self.inner_folds = inner_folds
         self.inner_repeats = inner_repeats
         self.explain = explain
+        self.dataset = dataset
+
+    @property
+    def layout(self) -> TreeLayout:
+        """The columns of the model's data set (versions older than the setting: German)."""
+        return dataset_of(self).trees
 
     def _booster(self, leaves: int, l2: float, trees: int) -> HistGradientBoostingClassifier:
         if leaves > MAX_SPLITS + 1:
@@ -94,8 +95,8 @@ class BoostedTrees(LogOddsClassifier):
             max_iter=trees,
             l2_regularization=l2,
             min_samples_leaf=20,
-            categorical_features=_CATEGORICAL,
-            monotonic_cst=[MONOTONE.get(name, 0) for name in COLUMNS],
+            categorical_features=self.layout.categorical,
+            monotonic_cst=[self.layout.monotone.get(name, 0) for name in self.layout.columns],
             early_stopping=False,
             random_state=self.seed,
         )
@@ -108,7 +109,7 @@ class BoostedTrees(LogOddsClassifier):
             return self._fit(rows, y)
 
     def _fit(self, rows: list[dict[str, Any]], y: Any) -> BoostedTrees:
-        x, labels = encode(rows), np.asarray(y, dtype=bool)
+        x, labels = self.layout.encode(rows), np.asarray(y, dtype=bool)
         self.classes_ = np.array([False, True])
         # With repeats, each applicant's out-of-fold score is the mean over the repetitions'
         # differently shuffled folds: less noise in the choice of trees and in the calibration.
@@ -140,7 +141,9 @@ class BoostedTrees(LogOddsClassifier):
     def _compile(self, booster: HistGradientBoostingClassifier) -> None:
         # The booster puts its categorical columns first and re-encodes their values
         # (OrdinalEncoder: a code unseen in training is missing); undo both here.
-        categorical = np.array(_CATEGORICAL)
+        layout = self.layout
+        columns = layout.columns
+        categorical = np.array(layout.categorical)
         order = np.concatenate([np.flatnonzero(categorical), np.flatnonzero(~categorical)])
         encoder = booster._preprocessor.named_transformers_["encoder"]
         seen = {
@@ -151,8 +154,10 @@ class BoostedTrees(LogOddsClassifier):
         self.split_threshold_ = np.full((count, MAX_SPLITS), np.inf)
         self.split_categorical_ = np.zeros((count, MAX_SPLITS), dtype=bool)
         self.split_left_codes_ = np.zeros((count, MAX_SPLITS), dtype=np.int64)  # bit c: category c goes left
+        # A missing value (a nullable field not stated) goes where the booster learned to send it.
+        self.split_missing_left_ = np.zeros((count, MAX_SPLITS), dtype=bool)
         self.pattern_value_ = np.zeros((count, PATTERNS))
-        self.shap_feature_ = np.full((count, MAX_SPLITS), len(COLUMNS), dtype=np.int64)
+        self.shap_feature_ = np.full((count, MAX_SPLITS), len(columns), dtype=np.int64)
         self.shap_value_ = np.zeros((count, PATTERNS, MAX_SPLITS)) if self.explain else np.zeros((0, 0, 0))
         expected = 0.0
         for t, (predictor,) in enumerate(booster._predictors):
@@ -165,11 +170,12 @@ class BoostedTrees(LogOddsClassifier):
                 split_of[n] = j
                 feature = int(order[nodes["feature_idx"][n]])
                 self.split_feature_[t, j] = feature
+                self.split_missing_left_[t, j] = bool(nodes["missing_go_to_left"][n])
                 if nodes["is_categorical"][n]:
                     self.split_categorical_[t, j] = True
                     left_bits = predictor.raw_left_cat_bitsets[nodes["bitset_idx"][n]]
                     mask = 0
-                    for code in range(len(_FIELDS[feature].codes)):
+                    for code in range(len(layout.fields[feature].codes)):
                         if code in seen[feature]:
                             encoded = seen[feature].index(code)
                             goes_left = bool((int(left_bits[encoded // 32]) >> (encoded % 32)) & 1)
@@ -193,20 +199,23 @@ class BoostedTrees(LogOddsClassifier):
             features, phi, tree_expected = shapley_table(tree)
             expected += tree_expected
             if self.explain:
-                self.shap_feature_[t] = np.where(features < 0, len(COLUMNS), features)
+                self.shap_feature_[t] = np.where(features < 0, len(columns), features)
                 self.shap_value_[t] = phi
         self.raw_baseline_ = float(np.ravel(booster._baseline_prediction)[0])
         self.raw_expected_ = self.raw_baseline_ + expected
 
     def _patterns(self, x: np.ndarray) -> np.ndarray:
         values = x[:, self.split_feature_]  # (rows, trees, splits)
-        codes = np.clip(values, 0, 62).astype(np.int64)
+        codes = np.clip(np.nan_to_num(values), 0, 62).astype(np.int64)  # NaN: a numeric split's missing value
         left = np.where(self.split_categorical_, (self.split_left_codes_ >> codes) & 1, values <= self.split_threshold_)
+        missing_left = getattr(self, "split_missing_left_", None)  # versions before it had no missing values
+        if missing_left is not None:
+            left = np.where(np.isnan(values), missing_left, left)
         return (left.astype(np.int64) << np.arange(MAX_SPLITS)).sum(axis=-1)
 
     def raw_score(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """The boosted trees' log-odds, before calibration."""
-        patterns = self._patterns(encode(rows))
+        patterns = self._patterns(self.layout.encode(rows))
         trees = np.arange(len(self.pattern_value_))
         return self.raw_baseline_ + self.pattern_value_[trees, patterns].sum(axis=-1)
 
@@ -225,10 +234,11 @@ class BoostedTrees(LogOddsClassifier):
         log-odds minus `base_value`."""
         if not self.explain:
             raise ValueError("this model was fitted without explanation tables (explain=False)")
-        patterns = self._patterns(encode([row]))[0]
+        patterns = self._patterns(self.layout.encode([row]))[0]
         trees = np.arange(len(self.pattern_value_))
         raw = self.raw_baseline_ + float(self.pattern_value_[trees, patterns].sum())
         phi = self.shap_value_[trees, patterns]  # (trees, splits)
-        totals = np.bincount(self.shap_feature_.ravel(), weights=phi.ravel(), minlength=len(COLUMNS) + 1)
-        contributions = {name: float(self.slope_ * totals[j]) for j, name in enumerate(COLUMNS)}
+        columns = self.layout.columns
+        totals = np.bincount(self.shap_feature_.ravel(), weights=phi.ravel(), minlength=len(columns) + 1)
+        contributions = {name: float(self.slope_ * totals[j]) for j, name in enumerate(columns)}
         return self.slope_ * raw + self.intercept_, contributions

@@ -5,30 +5,31 @@ the training data's deciles as bins; categorical ones their codes. Rule of thumb
 stable, 0.1-0.25 worth a look, above 0.25 the population has shifted and the model's
 figures no longer describe it.
 
-The drift DAG stores the latest values in a Redis hash; `DriftCollector` exposes them as
-Prometheus gauges from any process that registers it (the listener does).
+The drift DAG stores the latest values in a Redis hash; `DriftCollector` (in
+`risk.drift_metrics`, which needs no numpy) exposes them as Prometheus gauges from any
+process that registers it (the listener does).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import redis
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from redis.typing import EncodableT, FieldT
 
 from onboarding import keys
 from onboarding.streams import live_entries
-from risk.features import FEATURES
+from onboarding.untrusted import field_of
+from risk.drift_metrics import DriftCollector
+from risk.features import FEATURES, Feature
 
 DRIFT_KEY = keys.DRIFT_KEY
 EPSILON = 1e-4  # an empty bin would make ln() infinite
+
+__all__ = ["DRIFT_KEY", "DriftCollector", "feature_psi", "psi", "recent_applications", "store"]
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
@@ -42,12 +43,18 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def feature_psi(training: list[dict[str, Any]], recent: list[dict[str, Any]]) -> dict[str, float]:
-    """PSI per application feature."""
+def feature_psi(
+    training: list[dict[str, Any]], recent: list[dict[str, Any]], features: tuple[Feature, ...] = FEATURES
+) -> dict[str, float]:
+    """PSI per application feature (of a data set's contract, default German credit); a
+    numeric value not stated (credit_data's nullable fields) is left out of its feature's bins."""
     out: dict[str, float] = {}
-    for feature in FEATURES:
-        train_values = [a[feature.name] for a in training]
-        recent_values = [a[feature.name] for a in recent if feature.name in a]
+    for feature in features:
+        numeric = not feature.categorical
+        train_values = [a[feature.name] for a in training if not (numeric and a[feature.name] is None)]
+        recent_values = [
+            a[feature.name] for a in recent if feature.name in a and not (numeric and a[feature.name] is None)
+        ]
         if not recent_values:
             continue
         if feature.categorical:
@@ -69,11 +76,7 @@ def recent_applications(client: redis.Redis, stream: str, since_s: float, limit:
     start = f"{int((time.time() - since_s) * 1000)}-0"
     applications = []
     for _id, fields in live_entries(client.xrevrange(stream, max="+", min=start, count=limit)):
-        try:
-            event = json.loads(fields.get(b"payload", b""))
-            application = event["application"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            continue
+        application = field_of(fields.get(b"payload"), "application")
         if isinstance(application, dict):
             applications.append(application)
     return applications
@@ -87,36 +90,3 @@ def store(client: redis.Redis, values: dict[str, float], sample_size: int) -> No
         pipe.delete(DRIFT_KEY)
         pipe.hset(DRIFT_KEY, mapping=mapping)
         pipe.execute()
-
-
-class DriftCollector(Collector):
-    """Prometheus gauges read from the drift hash at scrape time."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily(
-            "onboarding_risk_feature_psi",
-            "Population stability index of recent applications vs the training data, per feature.",
-            labels=["feature"],
-        )
-        computed = GaugeMetricFamily(
-            "onboarding_risk_drift_computed_timestamp_seconds", "When the drift DAG last computed the PSI."
-        )
-        try:
-            # A bytes client (no decode_responses): redis-py's type covers both.
-            stored = cast("dict[bytes, bytes]", self.client.hgetall(DRIFT_KEY))
-            values = {k.decode(): v.decode() for k, v in stored.items()}
-        except redis.RedisError:
-            values = {}
-        for name, value in _features(values.items()):
-            gauge.add_metric([name], float(value))
-        if "_computed_at" in values:
-            computed.add_metric([], float(values["_computed_at"]))
-        yield gauge
-        yield computed
-
-
-def _features(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    return ((k, v) for k, v in items if not k.startswith("_"))

@@ -32,8 +32,8 @@ from sklearn.preprocessing import StandardScaler
 
 from risk.blend import Blend
 from risk.boosted import BoostedTrees
+from risk.datasets import DEFAULT_DATASET, dataset
 from risk.fairness import average, fairness_report
-from risk.features import application_to_model_row, raw_model_row
 from risk.policy import CostMatrix, Decision, Policy, expected_cost
 
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -124,9 +124,19 @@ class Candidate:
     make: Callable[[int], Any] | None  # None: a constant rule, no model
     engineered: bool = True  # uses the derived features
 
-    def rows(self, applications: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        convert = application_to_model_row if self.engineered else raw_model_row
+    def rows(self, applications: list[dict[str, Any]], data_set: str | None = None) -> list[dict[str, Any]]:
+        contract = dataset(data_set)
+        convert = contract.model_row if self.engineered else contract.raw_row
         return [convert(a) for a in applications]
+
+    def build(self, seed: int, data_set: str | None = None) -> Any:
+        """The training procedure, ready to fit, for a data set's contract (`risk.datasets`)."""
+        if self.make is None:
+            raise ValueError(f"candidate {self.name!r} is a constant rule, not a model")
+        model = self.make(seed)
+        if "dataset" in model.get_params(deep=False):
+            model.set_params(dataset=data_set or DEFAULT_DATASET)
+        return model
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -179,6 +189,10 @@ class CandidateReport:
     calibration: list[tuple[float, float]] = field(default_factory=list)
     out_of_fold: list[float] = field(default_factory=list)  # last repeat's probabilities
     fairness_repeats: list[dict[str, Any]] = field(default_factory=list)
+    # Per repeat: every applicant's out-of-fold P(bad) and cost under the 3-way policy, for
+    # the paired bootstrap (`paired_bootstrap`).
+    repeat_scores: list[np.ndarray] = field(default_factory=list, repr=False)
+    repeat_costs: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         def stats(values: list[float]) -> dict[str, float]:
@@ -217,26 +231,33 @@ def evaluate(
     seed: int = 0,
     progress: Progress | None = None,
     protected: list[dict[str, str]] | None = None,
+    data_set: str | None = None,
 ) -> dict[str, CandidateReport]:
     """Evaluate candidates on the same repeated stratified folds; with the applicants'
-    protected attributes, also the fairness of each repeat's out-of-fold decisions."""
+    protected attributes, also the fairness of each repeat's out-of-fold decisions.
+    `data_set` names the applications' feature contract (default German credit)."""
     y = np.array(bad)
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     splits = list(splitter.split(np.zeros(len(y)), y))
     reports = {n: CandidateReport(n, CANDIDATES[n].description) for n in names}
+    total = len(names) * repeats * folds
+    step = 0
     for name in names:
         candidate = CANDIDATES[name]
-        rows = np.array(candidate.rows(applications), dtype=object)
+        rows = np.array(candidate.rows(applications, data_set), dtype=object)
         for repeat in range(repeats):
             p = np.ones(len(y))  # decline everyone: P(bad) = 1
             for fold, (train, test) in enumerate(splits[repeat * folds : (repeat + 1) * folds]):
+                step += 1
                 if progress:
-                    progress(f"{name}: repeat {repeat + 1}/{repeats}, fold {fold + 1}/{folds}")
+                    progress(f"[{step}/{total}] {name}: repeat {repeat + 1}/{repeats}, fold {fold + 1}/{folds}")
                 if candidate.make is None:
                     continue
-                model = candidate.make(seed + repeat).fit(list(rows[train]), y[train])
+                model = candidate.build(seed + repeat, data_set).fit(list(rows[train]), y[train])
                 p[test] = model.predict_proba(list(rows[test]))[:, 1]
             decisions = _score(reports[name], p, y, costs, review_capacity)
+            reports[name].repeat_scores.append(p.copy())
+            reports[name].repeat_costs.append(_costs_of(decisions, y, costs))
             if protected:
                 reports[name].fairness_repeats.append(fairness_report(decisions, [bool(v) for v in y], protected))
             reports[name].out_of_fold = [float(v) for v in p]
@@ -263,6 +284,124 @@ def _score(report: CandidateReport, p: np.ndarray, y: np.ndarray, costs: CostMat
     else:
         report.calibration = curve
     return decisions
+
+
+def _costs_of(decisions: list[Decision], y: np.ndarray, costs: CostMatrix) -> np.ndarray:
+    """Each applicant's cost under these decisions (their mean is `expected_cost`)."""
+    out = np.zeros(len(decisions))
+    for i, (decision, bad) in enumerate(zip(decisions, y, strict=True)):
+        if decision is Decision.REVIEW:
+            out[i] = costs.review_cost
+        elif decision is Decision.APPROVE and bad:
+            out[i] = costs.bad_approved_cost
+        elif decision is Decision.DECLINE and not bad:
+            out[i] = costs.good_declined_cost
+    return out
+
+
+def _resampled_auc(p: np.ndarray, y: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """ROC AUC of each bootstrap resample (rows of `index`), by the rank-sum (Mann-Whitney)
+    formula with ties averaged: the same figure as `roc_auc_score` on each resample."""
+    from scipy.stats import rankdata  # type: ignore[import-untyped]
+
+    ranks = rankdata(p[index], axis=1)
+    positive = y[index]
+    n_pos = positive.sum(axis=1)
+    n_neg = index.shape[1] - n_pos
+    rank_sum = (ranks * positive).sum(axis=1)
+    return np.asarray((rank_sum - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate and its 95 % percentile-bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+    def to_dict(self) -> dict[str, float]:
+        return {"estimate": round(self.estimate, 4), "low": round(self.low, 4), "high": round(self.high, 4)}
+
+
+def _interval(estimate: float, resampled: np.ndarray) -> Interval:
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return Interval(estimate, float(low), float(high))
+
+
+def paired_bootstrap(
+    reports: dict[str, CandidateReport], bad: list[bool], reference: str, resamples: int = 1000, seed: int = 0
+) -> dict[str, dict[str, Interval]]:
+    """95 % intervals of each candidate's AUC and 3-way cost per applicant, and of its paired
+    difference with `reference` (candidate minus reference), by a paired bootstrap of the
+    applicants: each resample draws applicants with replacement, the same applicants for
+    every candidate, and a metric is the mean over the CV repeats of that metric on the
+    repeat's out-of-fold scores and decisions. The decisions stay those of the full
+    evaluation (the policy's thresholds are not refitted per resample)."""
+    y = np.asarray(bad, dtype=bool)
+    index = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    auc: dict[str, np.ndarray] = {}
+    cost: dict[str, np.ndarray] = {}
+    for name, report in reports.items():
+        auc[name] = np.mean([_resampled_auc(p, y, index) for p in report.repeat_scores], axis=0)
+        cost[name] = np.mean([c[index].mean(axis=1) for c in report.repeat_costs], axis=0)
+    out: dict[str, dict[str, Interval]] = {}
+    for name, report in reports.items():
+        auc_point = statistics.fmean(report.auc)
+        cost_point = statistics.fmean(report.cost_policy)
+        ref = reports[reference]
+        out[name] = {
+            "auc": _interval(auc_point, auc[name]),
+            "cost_policy": _interval(cost_point, cost[name]),
+            "auc_difference": _interval(auc_point - statistics.fmean(ref.auc), auc[name] - auc[reference]),
+            "cost_difference": _interval(cost_point - statistics.fmean(ref.cost_policy), cost[name] - cost[reference]),
+        }
+    return out
+
+
+def no_worse_verdict(
+    reports: dict[str, CandidateReport], intervals: dict[str, dict[str, Interval]], reference: str
+) -> list[str]:
+    """Whether `reference` is no worse than the best other model at 95 %: for AUC and for
+    cost, the paired interval of (best - reference) must not lie wholly on the best's side."""
+    others = [n for n in reports if n != reference and CANDIDATES[n].make is not None]
+    if not others:
+        return [f"no candidate to compare {reference} with"]
+    lines = []
+    best_auc = max(others, key=lambda n: statistics.fmean(reports[n].auc))
+    d = intervals[best_auc]["auc_difference"]
+    worse = d.low > 0
+    lines.append(
+        f"AUC: best other candidate {best_auc}, {best_auc} - {reference} = {d}: "
+        + (f"{reference} is WORSE at 95 %" if worse else f"{reference} is no worse at 95 %")
+    )
+    best_cost = min(others, key=lambda n: statistics.fmean(reports[n].cost_policy))
+    d = intervals[best_cost]["cost_difference"]
+    worse = d.high < 0
+    lines.append(
+        f"cost, 3-way policy: best other candidate {best_cost}, {best_cost} - {reference} = {d}: "
+        + (f"{reference} costs MORE at 95 %" if worse else f"{reference} is no worse at 95 %")
+    )
+    return lines
+
+
+def interval_table(intervals: dict[str, dict[str, Interval]], reference: str) -> str:
+    """The paired-bootstrap intervals as a markdown table."""
+    lines = [
+        f"| candidate | ROC AUC [95 % CI] | Δ AUC vs {reference} [95 % CI] | cost, 3-way [95 % CI] "
+        f"| Δ cost vs {reference} [95 % CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for name, entry in intervals.items():
+        same = name == reference
+        lines.append(
+            f"| {name} | {entry['auc']} | {'' if same else entry['auc_difference']} | {entry['cost_policy']} "
+            f"| {'' if same else entry['cost_difference']} |"
+        )
+    return "\n".join(lines)
 
 
 def markdown_table(reports: dict[str, CandidateReport]) -> str:

@@ -1,4 +1,5 @@
-"""Fairness of the decisions by sex, age band and foreign-worker status.
+"""Fairness of the decisions by sex, age band and foreign-worker status (on the credit_data
+set: by age band and marital status, `risk.datasets`).
 
 None of the three is a feature of the model except age (a data set column the model uses);
 sex and foreign-worker status come from the data set's own columns and serve this report only.
@@ -45,10 +46,12 @@ def fairness_report(decisions: list[Decision], bad: list[bool], groups: list[dic
     """Per attribute: the rates of each group, the disparate-impact ratio and the
     equal-opportunity difference."""
     report: dict[str, Any] = {}
-    for attribute in ATTRIBUTES:
+    # The data set's attributes (German credit: `ATTRIBUTES`; credit_data: age band, marital status).
+    for attribute in groups[0] if groups else ATTRIBUTES:
         members: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
-            members.setdefault(g[attribute], []).append(i)
+            if g[attribute]:  # an empty group: the data set does not say (left out of this attribute)
+                members.setdefault(g[attribute], []).append(i)
         rates = {}
         for group, index in sorted(members.items(), key=lambda item: _order(attribute, item[0])):
             made = [decisions[i] for i in index]

@@ -9,6 +9,7 @@ are protected attributes that a lender must not decide on.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,7 +231,7 @@ BAD_LABEL = "bad"
 DERIVED_FEATURES = ("log_credit_amount", "log_duration_months", "log_monthly_amount")
 
 
-def raw_model_row(application: dict[str, Any]) -> dict[str, str | float]:
+def raw_model_row(application: Mapping[str, Any]) -> dict[str, str | float]:
     """Map a validated application (event codes) to data set labels and floats."""
     row: dict[str, str | float] = {}
     for feature in FEATURES:
@@ -241,7 +242,7 @@ def raw_model_row(application: dict[str, Any]) -> dict[str, str | float]:
     return row
 
 
-def application_to_model_row(application: dict[str, Any]) -> dict[str, str | float]:
+def application_to_model_row(application: Mapping[str, Any]) -> dict[str, str | float]:
     """The model's input row: the raw features plus the derived ones."""
     row = raw_model_row(application)
     amount = max(1.0, float(row["credit_amount"]))

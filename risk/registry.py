@@ -2,6 +2,12 @@
 
 Every promotion and rollback is appended to `<model_dir>/HISTORY` (JSON lines), so
 `rollback` knows what was in service before, and an auditor knows what decided when.
+
+Promotion and rollback verify the version they put in service with the service's key
+(`RiskSettings.verifier()`, `risk.integrity`) before they write `CURRENT`: a version the
+realtime side would refuse is never put in service, `--force` (which overrides the gate)
+included. Such a refusal is appended to HISTORY too (action `refused`): someone may have
+tampered with the version.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import numpy as np
 from risk.artifacts import METADATA_FILE, current_version, load_model, save_model, set_current
 from risk.errors import ModelError
 from risk.evaluation import CANDIDATES, Progress, evaluate
-from risk.model import MODEL_KIND, TrainingData, fit
+from risk.integrity import ModelIntegrityError, Signer, Verifier, verify_version
+from risk.model import MODEL_KIND, TrainingData, feature_schema, fit
 from risk.policy import CostMatrix, Policy
 
 HISTORY_FILE = "HISTORY"
@@ -114,6 +121,7 @@ def rerun_champion(
         seed=cv["seed"],
         progress=progress,
         protected=data.protected,
+        data_set=data.dataset,
     )[kind].summary()
     return {
         "kind": kind,
@@ -134,8 +142,10 @@ def train_version(
     seed: int = 0,
     progress: Progress | None = None,
     kind: str = MODEL_KIND,
+    signer: Signer | None = None,
 ) -> str:
-    """Evaluate the training procedure by repeated CV, fit it on all data, save (not promote)."""
+    """Evaluate the training procedure by repeated CV, fit it on all data, save (not promote),
+    signed with `signer` (`RiskSettings.signer()`; default the development key)."""
     reports = evaluate(
         data.applications,
         data.bad,
@@ -146,6 +156,7 @@ def train_version(
         seed=seed,
         progress=progress,
         protected=data.protected,
+        data_set=data.dataset,
     )
     report = reports[kind]
     # The policy's review band is sized on out-of-fold scores: what the model will see live.
@@ -169,9 +180,12 @@ def train_version(
         "hyper_parameters": getattr(model, "params_", None),
         "out_of_fold_scores": [round(float(p), 5) for p in np.asarray(report.out_of_fold)],
         "labels": [bool(b) for b in data.bad],
+        # The data set and its feature contract (ONBOARDING_DATASET; checked on load).
+        "dataset": data.dataset,
+        "features": feature_schema(data.dataset),
     }
     model_dir.mkdir(parents=True, exist_ok=True)
-    return save_model(model_dir, model, policy, data.sha256, metrics, make_current=False, extra=extra)
+    return save_model(model_dir, model, policy, data.sha256, metrics, make_current=False, extra=extra, signer=signer)
 
 
 def metadata(model_dir: Path, version: str) -> dict[str, Any]:
@@ -181,12 +195,14 @@ def metadata(model_dir: Path, version: str) -> dict[str, Any]:
         raise ModelError(f"model version {version!r} not found in {model_dir}") from err
 
 
-def champion(model_dir: Path) -> dict[str, Any] | None:
+def champion(model_dir: Path, verifier: Verifier | None = None) -> dict[str, Any] | None:
     """The metadata of the version in service, or None if there is none it could serve
-    (a model that no longer fits the event schema is no champion to defend)."""
+    (a model that no longer fits the event schema, or whose signature does not verify with
+    `verifier`'s key, default the development key, is no champion to defend: the realtime
+    side refuses it, and its metrics may have been edited)."""
     try:
         version = current_version(model_dir)
-        load_model(model_dir, version)
+        load_model(model_dir, version, verifier=verifier or Signer().verifier())
         return metadata(model_dir, version)
     except ModelError:
         return None
@@ -199,16 +215,24 @@ def promote(
     force: bool = False,
     data: TrainingData | None = None,
     progress: Progress | None = None,
+    verifier: Verifier | None = None,
 ) -> list[str]:
-    """Make `version` current if it passes the gate (or `force`). Returns the gate's reasons.
+    """Make `version` current if it verifies with `verifier`'s key (`RiskSettings.verifier()`;
+    default the development key) and passes the gate (or `force`). Returns the gate's reasons.
+
+    A version that does not verify (unsigned, another key, a file changed after signing) is
+    refused before anything else, `force` or not: `ModelIntegrityError`, recorded in HISTORY,
+    CURRENT unchanged. `force` overrides the gate only.
 
     When the champion was evaluated on other folds, data or costs than the challenger (a
     retrain on new data) and `data` is the challenger's training data, the champion's
     training procedure is re-run on the challenger's folds and the gate compares like with
     like; without that data, such a challenger is refused."""
+    trusted = verifier or Signer().verifier()
+    _verify_or_refuse(model_dir, version, trusted, "promote", _current_or_none(model_dir), force)
     challenger = metadata(model_dir, version)
-    load_model(model_dir, version)  # a version the service could not load is never promoted
-    reference = champion(model_dir)
+    load_model(model_dir, version, verifier=trusted)  # a version the service could not load is never promoted
+    reference = champion(model_dir, trusted)
     if (
         reference is not None
         and data is not None
@@ -225,8 +249,13 @@ def promote(
     return reasons
 
 
-def rollback(model_dir: Path) -> str:
-    """Put back the version that was current before the current one. Returns it."""
+def rollback(model_dir: Path, verifier: Verifier | None = None) -> str:
+    """Put back the version that was current before the current one. Returns it.
+
+    That version must verify with `verifier`'s key (default the development key): if it no
+    longer does, the rollback is refused (`ModelIntegrityError`, recorded in HISTORY, CURRENT
+    unchanged), not carried on to an older version: which one to serve is the operator's call."""
+    trusted = verifier or Signer().verifier()
     current = current_version(model_dir)
     # The promotion that put the current version in service names what it replaced. A
     # rollback entry is no such promotion: rolling back twice goes further back, not forth.
@@ -235,7 +264,8 @@ def rollback(model_dir: Path) -> str:
             previous = entry["previous"]
             if previous == current:
                 continue
-            load_model(model_dir, previous)
+            _verify_or_refuse(model_dir, previous, trusted, "rollback", current)
+            load_model(model_dir, previous, verifier=trusted)
             set_current(model_dir, previous)
             _record(model_dir, "rollback", previous, current, [f"rolled back from {current}"])
             return previous
@@ -277,6 +307,26 @@ def _current_or_none(model_dir: Path) -> str | None:
         return current_version(model_dir)
     except ModelError:
         return None
+
+
+def _verify_or_refuse(
+    model_dir: Path, version: str, verifier: Verifier, action: str, in_service: str | None, force: bool = False
+) -> None:
+    """Verify `version` before `action` (promote, rollback) puts it in service; on failure,
+    record the refusal in HISTORY and raise `ModelIntegrityError` naming the version, the
+    reason and the version that stays in service."""
+    try:
+        verify_version(model_dir / version, verifier)
+    except ModelIntegrityError as err:
+        stays = f"{in_service} stays in service" if in_service else "no version is in service"
+        problem = f"{err.problem}; not put in service by {action}, {stays}"
+        if force:
+            problem += " (--force overrides the promotion gate, never the signature)"
+        try:
+            _record(model_dir, "refused", version, in_service, [f"{action}: {err}"])
+        except OSError as record_err:
+            problem += f" (not recorded in {HISTORY_FILE}: {record_err})"
+        raise ModelIntegrityError(version, problem) from None
 
 
 def _record(model_dir: Path, action: str, version: str, previous: str | None, reasons: list[str]) -> None:

@@ -27,9 +27,10 @@ ROLES = {
     "sla": "SLA metrics, page, overdue re-drive",
     "listener": "signups -> one Airflow run each",
     "archiver": "weekly metadata archive",
-    "dags": "DAG files: wiring only (risk.pipeline)",
-    "risk": "model, policy, pipeline steps, callbacks",
-    "onboarding": "contracts, keys, settings, errors, Airflow client",
+    "dags": "DAG files: wiring only (airflow_adapter)",
+    "airflow_adapter": "all that faces Airflow, one version check",
+    "risk": "model, policy, steps, publishing; no airflow",
+    "onboarding": "contracts, keys, settings, errors, REST client",
 }
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 250, 58, 20, 34, 20
 

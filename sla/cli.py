@@ -21,24 +21,43 @@ import redis
 from archiver.metrics import StoreCollector
 from archiver.store import ArchiveStore
 from onboarding.airflow import AirflowClient
+from onboarding.console import add_version, environment_epilog
 from onboarding.errors import OnboardingError
 from onboarding.http import loop_health, loop_liveness, probe
 from onboarding.logs import configure_logging
-from onboarding.outages import probe_client, redis_client
+from onboarding.redis_clients import Role, connect
 from onboarding.settings import stack_defaults_for
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
 from sla.observer import DecisionObserver
 from sla.overdue import list_overdue, redrive
 from sla.page import snapshot
+from sla.review import ReviewQueueCollector
 from sla.server import serve
 from sla.settings import SlaSettings
+from sla.snapshot import Snapshot
 
 logger = logging.getLogger("sla.cli")
 PAGE_OVERDUE_LIMIT = 50
 
 
+# sla/settings.py, with the streams' and the Airflow client's settings (user `sla`).
+ENVIRONMENT = (
+    "REDIS_URL", "SIGNUPS_STREAM", "DECISIONS_STREAM", "DEAD_LETTER_STREAM", "ONBOARDING_APPS",
+    "AIRFLOW_API_URL", "AIRFLOW_USERNAME", "AIRFLOW_PASSWORD[_FILE]", "AIRFLOW_TIMEOUT_S",
+    "SLA_AIRFLOW_INSTANCES", "SLO_TARGET", "SLO_THRESHOLD_S", "SLA_GROUP", "SLA_CONSUMER", "LISTENER_GROUP",
+    "SLA_OVERDUE_AFTER_S", "SLA_PAGE_WINDOW_S", "SLA_BLOCK_MS", "SLA_HOST", "SLA_PORT", "SLA_PAGE_TOKEN[_FILE]",
+    "ARCHIVE_DIR", "DECISIONS_RETENTION_S", "LOG_FORMAT", "ONBOARDING_HOME",
+)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="onboarding-sla", description="SLA metrics, page and overdue decisions.")
+    parser = argparse.ArgumentParser(
+        prog="onboarding-sla",
+        description="SLA metrics, page and overdue decisions.",
+        epilog=environment_epilog(ENVIRONMENT),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_version(parser)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("serve", help="observe decisions and serve /metrics, /healthz and the SLA page")
     run.add_argument("--burst", action="store_true", help="observe what is queued, then exit")
@@ -61,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "check":
         return _check(settings)
     if command == "serve":
+        try:
+            settings.serving_token()
+        except OnboardingError as err:
+            print(f"onboarding-sla: {err}", file=sys.stderr)
+            return 2
         return _serve(settings, burst=getattr(args, "burst", False))
-    client = redis.Redis.from_url(settings.streams.redis_url)
+    client = connect(settings.streams.redis_url, Role.CLI)
     airflow = AirflowClient(settings.airflow)
     try:
         if command == "overdue":
@@ -125,9 +149,10 @@ def _redrive(
 
 def _serve(settings: SlaSettings, burst: bool) -> int:
     configure_logging("sla", settings.log_format)
-    client = redis_client(settings.streams.redis_url, block_s=settings.block_ms / 1000)
+    client = connect(settings.streams.redis_url, Role.LISTENER, block_s=settings.block_ms / 1000)
     metrics = SlaMetrics(settings)
     metrics.registry.register(StreamCollector(client, settings))
+    metrics.registry.register(ReviewQueueCollector(client, settings.streams.decisions_stream))
     schedulers = SchedulerCollector(settings.airflow_instances)
     metrics.registry.register(schedulers)
     archive = ArchiveStore(settings.archive_dir) if settings.archive_dir else None
@@ -138,11 +163,11 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
     stale_after_s = max(10.0, 3 * settings.block_ms / 1000)
 
     # Readiness pings Redis with short timeouts: it answers before a prober gives up.
-    ready_client = probe_client(settings.streams.redis_url)
+    ready_client = connect(settings.streams.redis_url, Role.PROBE)
     healthy = loop_health("decision observer", observer.seconds_since_loop, stale_after_s, ready_client)
     live = loop_liveness("decision observer", observer.seconds_since_loop, stale_after_s)
 
-    def page() -> dict[str, Any]:
+    def page() -> Snapshot:
         return snapshot(
             client,
             settings,
@@ -151,7 +176,7 @@ def _serve(settings: SlaSettings, burst: bool) -> int:
             archive,
         )
 
-    server = serve(settings.host, settings.port, metrics.registry, healthy, page, live)
+    server = serve(settings.host, settings.port, metrics.registry, healthy, page, live, settings.serving_token())
     stop_polling = threading.Event()
     schedulers.run_polling(stop_polling)
 

@@ -69,6 +69,12 @@ class SlaMetrics:
             "Decisions published as review because the pipeline failed.",
             registry=self.registry,
         )
+        self.model_integrity_failures = Counter(
+            "onboarding_model_integrity_failures",
+            "Decisions published as review because the task refused the model version in service "
+            "(unsigned, signed with another key, or a file changed after signing: risk.integrity).",
+            registry=self.registry,
+        )
         self.unmeasured = Counter(
             "onboarding_decisions_unmeasured",
             "Decision events without the accepted/published timestamps (latency unknown).",

@@ -12,8 +12,8 @@ import time
 
 import redis
 
-from onboarding.awaiting import clear_awaiting
-from onboarding.decision import DecisionEvent
+from onboarding.awaiting import clear_awaiting, expire_awaiting
+from onboarding.decision import MODEL_INTEGRITY_ERROR_PREFIX, DecisionEvent
 from onboarding.outages import through_redis_outages
 from onboarding.streams import Entry, Fields, ensure_group, live_entries, payload, xread_entries
 from sla.metrics import STAGES, SlaMetrics
@@ -32,6 +32,7 @@ class DecisionObserver:
         self._stop = threading.Event()
         self._last_loop = time.monotonic()
         self._last_sample = 0.0
+        self._last_expiry = 0.0
         self._seen = 0
 
     @property
@@ -94,6 +95,17 @@ class DecisionObserver:
         if now - self._last_sample >= every_s:
             self._last_sample = now
             self.series.sample_dead_letters(now, int(self.redis.xlen(self.settings.streams.dead_letter_stream)))
+        if now - self._last_expiry >= 60 * every_s:
+            self._last_expiry = now
+            self.expire_awaiting(now)
+
+    def expire_awaiting(self, now: float) -> list[str]:
+        """Bound `signups:awaiting` and its conf hash: signups accepted longer ago than the
+        decisions' retention go (their decision can no longer be observed)."""
+        stale = expire_awaiting(self.redis, self.settings.streams, now - self.settings.awaiting_retention_s)
+        if stale:
+            logger.warning("sla: %d awaiting signups older than the decisions' retention forgotten", len(stale))
+        return stale
 
     def _read(self, start: str, count: int, block: bool) -> list[Entry]:
         reply = self.redis.xreadgroup(
@@ -118,6 +130,8 @@ class DecisionObserver:
         self.metrics.decisions.labels(event.decision, event.model_version or "none").inc()
         if event.error:
             self.metrics.pipeline_failures.inc()
+            if event.error.startswith(MODEL_INTEGRITY_ERROR_PREFIX):
+                self.metrics.model_integrity_failures.inc()
         latency = event.latency_s("accepted_at", "published_at")
         if latency is None:
             self.metrics.unmeasured.inc()

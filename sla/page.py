@@ -1,7 +1,9 @@
-"""The built-in SLA page: one JSON snapshot of what on-call needs, and its HTML rendering.
+"""The built-in SLA page: one snapshot of what on-call needs (`sla.snapshot.Snapshot`), and
+its HTML rendering.
 
 The page is rendered on the server and refreshes itself; no frontend build, no JavaScript.
-Its charts (sla/charts.py) plot exactly the `series` of the snapshot, which /api/sla returns.
+Its charts (sla/charts.py) plot exactly the `series` of the snapshot, which /api/sla returns
+(`Snapshot.to_dict()`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
@@ -19,8 +20,12 @@ from sla.charts import Line, svg_chart
 from sla.metrics import _groups, overdue_now
 from sla.observer import DecisionObserver
 from sla.overdue import OverdueDecision
+from sla.review import render_section, review_view
 from sla.series import OUTCOMES, RANGES, percentile
 from sla.settings import SlaSettings
+from sla.shadow import render_section as render_shadow
+from sla.shadow import shadow_view
+from sla.snapshot import ArchiveRun, Lag, Latency, Slo, Snapshot
 
 
 def snapshot(
@@ -29,7 +34,7 @@ def snapshot(
     observer: DecisionObserver,
     overdue: Callable[[], list[OverdueDecision]],
     archive: ArchiveStore | None,
-) -> dict[str, Any]:
+) -> Snapshot:
     """Live figures over the page window and the charts' series of the last hour and day (the
     observer's per-minute aggregates; Prometheus keeps the long view)."""
     now = time.time()
@@ -52,35 +57,32 @@ def snapshot(
         for outcome, count in minute.outcomes.items():
             by_decision[outcome] = by_decision.get(outcome, 0) + count
     group = next((g for g in _groups(client, streams.signups_stream) if g.get("name") == settings.listener_group), {})
-    overdue_items = overdue()
-    return {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "window_s": settings.page_window_s,
-        "slo": {"threshold_s": settings.slo_threshold_s, "target": settings.slo_target},
-        "decisions": decisions,
-        "decisions_per_min": round(decisions / (settings.page_window_s / 60), 2),
-        "by_decision": by_decision,
-        "pipeline_failures": sum(minute.failures for minute in minutes),
-        "latency_s": {
-            "p50": percentile(latencies, 50),
-            "p95": percentile(latencies, 95),
-            "p99": percentile(latencies, 99),
-        },
-        "within_slo_ratio": compliance,
-        "error_budget_left_ratio": budget_left,
-        "lag": {"lag": group.get("lag"), "pending": group.get("pending"), "group": settings.listener_group},
-        "dead_letters": dead_letters,
-        "awaiting": awaiting_count(client, streams),
-        "overdue_count": len(overdue_since),
-        "overdue": [item.to_dict() for item in overdue_items],
-        "archive": last_archive_runs(archive),
-        "series": series,
-    }
+    return Snapshot(
+        generated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        window_s=settings.page_window_s,
+        slo=Slo(threshold_s=settings.slo_threshold_s, target=settings.slo_target),
+        decisions=decisions,
+        decisions_per_min=round(decisions / (settings.page_window_s / 60), 2),
+        by_decision=by_decision,
+        pipeline_failures=sum(minute.failures for minute in minutes),
+        latency_s=Latency(p50=percentile(latencies, 50), p95=percentile(latencies, 95), p99=percentile(latencies, 99)),
+        within_slo_ratio=compliance,
+        error_budget_left_ratio=budget_left,
+        lag=Lag(lag=group.get("lag"), pending=group.get("pending"), group=settings.listener_group),
+        dead_letters=dead_letters,
+        awaiting=awaiting_count(client, streams),
+        overdue_count=len(overdue_since),
+        overdue=tuple(overdue()),
+        archive=last_archive_runs(archive),
+        series=series,
+        review=review_view(client, streams.decisions_stream, now),
+        shadow=shadow_view(client, streams.decisions_stream),
+    )
 
 
-def last_archive_runs(store: ArchiveStore | None) -> list[dict[str, Any]]:
+def last_archive_runs(store: ArchiveStore | None) -> tuple[ArchiveRun, ...]:
     if store is None:
-        return []
+        return ()
     out = []
     for instance in store.instances():
         manifests = [m for m in store.run_manifests(instance) if not m.get("dry_run")]
@@ -89,16 +91,16 @@ def last_archive_runs(store: ArchiveStore | None) -> list[dict[str, Any]]:
         latest = manifests[-1]
         ok = [m for m in manifests if m.get("status") == "ok"]
         out.append(
-            {
-                "instance": instance,
-                "status": latest.get("status"),
-                "finished_at": latest.get("finished_at"),
-                "duration_s": latest.get("duration_s"),
-                "rows": sum(entry.get("rows", 0) for entry in (latest.get("tables") or {}).values()),
-                "last_success_at": ok[-1].get("finished_at") if ok else None,
-            }
+            ArchiveRun(
+                instance=instance,
+                status=latest.get("status"),
+                finished_at=latest.get("finished_at"),
+                duration_s=latest.get("duration_s"),
+                rows=sum(entry.get("rows", 0) for entry in (latest.get("tables") or {}).values()),
+                last_success_at=ok[-1].get("finished_at") if ok else None,
+            )
         )
-    return out
+    return tuple(out)
 
 
 def _fmt_s(value: float | None) -> str:
@@ -109,7 +111,7 @@ def _fmt_pct(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f} %"
 
 
-def charts(data: dict[str, Any]) -> str:
+def charts(data: Snapshot) -> str:
     """Both ranges side by side: latency against the threshold, outcomes, dead letters and overdue."""
     colours = {"approve": "#1f8a4c", "review": "#d68910", "decline": "#c0392b"}
     rows = []
@@ -125,7 +127,7 @@ def charts(data: dict[str, Any]) -> str:
     ):
         cells = []
         for name, _span, step in RANGES:
-            chart = data["series"][name]
+            chart = data.series[name]
             key = title.split()[0].lower()
             svg = svg_chart(
                 f"chart-{key}-{name}",
@@ -133,7 +135,7 @@ def charts(data: dict[str, Any]) -> str:
                 step,
                 [Line(k, label, colour, chart[k]) for k, label, colour in lines],
                 unit,
-                data["slo"]["threshold_s"] if threshold else None,
+                data.slo.threshold_s if threshold else None,
                 label_every_s=600 if name == "1h" else 3 * 3600,
             )
             cells.append(f'<div class="panel"><h3>{html.escape(title)}, last {name}</h3>{svg}</div>')
@@ -141,45 +143,45 @@ def charts(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def render(data: dict[str, Any], refresh_s: int = 10) -> str:
+def render(data: Snapshot, refresh_s: int = 10) -> str:
     e = html.escape
-    slo = data["slo"]
-    lat = data["latency_s"]
-    compliance = data["within_slo_ratio"]
-    ok = compliance is None or compliance >= slo["target"]
-    budget = data["error_budget_left_ratio"]
-    window_min = int(data["window_s"] // 60)
+    slo = data.slo
+    lat = data.latency_s
+    compliance = data.within_slo_ratio
+    ok = data.slo_met
+    budget = data.error_budget_left_ratio
+    window_min = int(data.window_s // 60)
     cards = [
-        ("p50", _fmt_s(lat["p50"]), "latency-p50"),
-        ("p95", _fmt_s(lat["p95"]), "latency-p95"),
-        ("p99", _fmt_s(lat["p99"]), "latency-p99"),
-        (f"within {slo['threshold_s']:g} s (target {_fmt_pct(slo['target'], 1)})", _fmt_pct(compliance), "compliance"),
+        ("p50", _fmt_s(lat.p50), "latency-p50"),
+        ("p95", _fmt_s(lat.p95), "latency-p95"),
+        ("p99", _fmt_s(lat.p99), "latency-p99"),
+        (f"within {slo.threshold_s:g} s (target {_fmt_pct(slo.target, 1)})", _fmt_pct(compliance), "compliance"),
         ("error budget left", _fmt_pct(budget, 1), "budget-left"),
-        ("decisions", str(data["decisions"]), "decisions"),
-        ("listener lag / pending", f"{data['lag']['lag'] or 0} / {data['lag']['pending'] or 0}", "lag"),
-        ("dead letters", str(data["dead_letters"]), "dead-letters"),
-        ("awaiting decision", str(data["awaiting"]), "awaiting"),
-        ("overdue", str(data["overdue_count"]), "overdue-count"),
+        ("decisions", str(data.decisions), "decisions"),
+        ("listener lag / pending", f"{data.lag.lag or 0} / {data.lag.pending or 0}", "lag"),
+        ("dead letters", str(data.dead_letters), "dead-letters"),
+        ("awaiting decision", str(data.awaiting), "awaiting"),
+        ("overdue", str(data.overdue_count), "overdue-count"),
     ]
     card_html = "\n".join(
         f'<div class="card"><div class="label">{e(label)}</div><div class="value" id="{key}">{e(value)}</div></div>'
         for label, value, key in cards
     )
-    outcomes = ", ".join(f"{e(k)}: {v}" for k, v in sorted(data["by_decision"].items())) or "none yet"
+    outcomes = ", ".join(f"{e(k)}: {v}" for k, v in sorted(data.by_decision.items())) or "none yet"
     overdue_rows = (
         "\n".join(
             "<tr>"
             + "".join(f"<td>{e(str(item[k]))}</td>" for k in ("event_id", "accepted_at", "age_s", "stuck", "run_state"))
             + "</tr>"
-            for item in data["overdue"]
+            for item in (overdue.to_dict() for overdue in data.overdue)
         )
         or '<tr><td colspan="5">none</td></tr>'
     )
     archive_rows = (
         "\n".join(
-            f"<tr><td>{e(a['instance'])}</td><td>{e(str(a['status']))}</td><td>{e(str(a['finished_at']))}</td>"
-            f"<td>{e(str(a['rows']))}</td><td>{e(str(a['last_success_at']))}</td></tr>"
-            for a in data["archive"]
+            f"<tr><td>{e(a.instance)}</td><td>{e(str(a.status))}</td><td>{e(str(a.finished_at))}</td>"
+            f"<td>{e(str(a.rows))}</td><td>{e(str(a.last_success_at))}</td></tr>"
+            for a in data.archive
         )
         or '<tr><td colspan="5">no archive run recorded</td></tr>'
     )
@@ -207,8 +209,8 @@ svg.chart{{display:block;width:100%;height:auto;font-size:10px}} .axis{{fill:#5a
 .threshold{{stroke:#c0392b;stroke-dasharray:6 4;stroke-width:1.2}} .threshold-label{{fill:#c0392b}}
 </style></head><body>
 <h1>Onboarding decisions SLA <span class="status" id="slo-status">{"SLO met" if ok else "SLO missed"}</span></h1>
-<div class="sub">Last {window_min} min of decisions, as of {e(data["generated_at"])}; refreshes every {refresh_s} s.
-Outcomes: <span id="outcomes">{outcomes}</span>; pipeline failures: {data["pipeline_failures"]}.
+<div class="sub">Last {window_min} min of decisions, as of {e(data.generated_at)}; refreshes every {refresh_s} s.
+Outcomes: <span id="outcomes">{outcomes}</span>; pipeline failures: {data.pipeline_failures}.
 JSON: <a href="/api/sla">/api/sla</a>, metrics: <a href="/metrics">/metrics</a>.</div>
 <div class="cards">
 {card_html}
@@ -218,6 +220,8 @@ JSON: <a href="/api/sla">/api/sla</a>, metrics: <a href="/metrics">/metrics</a>.
 as <code>series</code> in <a href="/api/sla">/api/sla</a>. Dead-letter depth is sampled by the running
 service, so it starts at its last restart.</div>
 {charts(data)}
+{render_section(data.review)}
+{render_shadow(data.shadow)}
 <h2>Overdue decisions</h2>
 <table id="overdue"><tr><th>event id</th><th>accepted</th><th>age (s)</th><th>stuck at</th><th>run state</th></tr>
 {overdue_rows}

@@ -14,6 +14,8 @@ from onboarding.env import Env
 from onboarding.errors import ConfigError
 from onboarding.settings import StreamSettings
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
 
 def _parse_instances(raw: str) -> tuple[tuple[str, str], ...]:
     """`realtime=http://host:28080,batch=http://host:28090` -> ((name, url), ...)."""
@@ -48,6 +50,13 @@ class SlaSettings:
     archive_dir: Path | None = None
     # Instances whose scheduler heartbeat is exported (name, API base URL).
     airflow_instances: tuple[tuple[str, str], ...] = ()
+    # Accepted signups (and their run conf, which holds the application) still awaiting a
+    # decision after this long are forgotten: the decisions stream's retention
+    # (DECISIONS_RETENTION_S), after which their decision could never be observed.
+    awaiting_retention_s: float = 7 * 24 * 3600.0
+    # The token the page, / and /api/sla ask for (SLA_PAGE_TOKEN or SLA_PAGE_TOKEN_FILE);
+    # /metrics and the probes stay open. Required unless the page listens on loopback only.
+    page_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SlaSettings:
@@ -77,4 +86,16 @@ class SlaSettings:
             log_format=log_format,
             archive_dir=Path(archive).expanduser() if archive else None,
             airflow_instances=_parse_instances(env.str("SLA_AIRFLOW_INSTANCES", f"realtime={airflow.url}")),
+            awaiting_retention_s=env.float("DECISIONS_RETENTION_S", cls.awaiting_retention_s, minimum=0),
+            page_token=env.secret("SLA_PAGE_TOKEN"),
         )
+
+    def serving_token(self) -> str | None:
+        """The page token to serve with. Without one the page (it names overdue signups' event
+        ids and their runs) is served only on a loopback address: a laptop's demo."""
+        if self.page_token is None and self.host not in LOOPBACK:
+            raise ConfigError(
+                f"SLA_HOST={self.host} serves the SLA page beyond this machine: set SLA_PAGE_TOKEN_FILE "
+                "(or SLA_PAGE_TOKEN) to the token its readers present (docs/sla.md)"
+            )
+        return self.page_token

@@ -2,9 +2,17 @@
 
 onboarding-stack demo     up, then publish a sample signup and print its decision
 onboarding-stack up       Redis (if none answers), realtime and batch Airflow, the listeners,
-                          rq worker and rq cron, metrics endpoints: under a supervisor
-onboarding-stack status   which parts are up: exit 0 only when every part runs and answers its
-                          health check now, else 3
+                          rq worker and rq cron, metrics endpoints, the SLA and review pages:
+                          under a supervisor
+onboarding-stack status [--json]
+                          which parts are up: exit 0 only when every part runs and answers its
+                          health check now, else 3; --json: one JSON document, a list with one
+                          object per service (name, pid, running, healthy, port, uptime_s,
+                          restarts, state)
+onboarding-stack restart NAME
+                          restart one service of the running stack without losing work: SIGTERM
+                          to its processes, wait for them to finish what they hold (its stop
+                          timeout), start it again, wait until it is healthy; the others run on
 onboarding-stack down     stop everything (SIGTERM, wait, SIGKILL; reverse start order), whole process
                           trees, also those a killed supervisor left
 onboarding-stack logs [-f] [-n N] [NAME]
@@ -22,23 +30,35 @@ import sys
 import threading
 from pathlib import Path
 
-import redis
-
+from onboarding.console import add_version, environment_epilog
 from onboarding.decision import wait_for_decision
 from onboarding.errors import OnboardingError
 from onboarding.publisher import publish_signup
+from onboarding.redis_clients import Role, connect
 from onboarding.settings import StreamSettings
 from risk.samples import new_signup
 from stack.errors import StackError
 from stack.local import Stack, step
 from stack.logtail import follow, last_lines
+from stack.review import DEMO_REVIEWER
 from stack.settings import StackSettings
+
+# What `Stack` and the commands read (stack/settings.py, onboarding/settings.py StreamSettings,
+# risk/settings.py for the model the stack trains when none is in service).
+ENVIRONMENT = (
+    "ONBOARDING_HOME", "REDIS_URL", "ONBOARDING_METADATA_DB", "ONBOARDING_BATCH_METADATA_DB",
+    "REALTIME_API_PORT", "REALTIME_SCHEDULER_HEALTH_PORT", "REALTIME_LOG_SERVER_PORT", "REALTIME_DAGS_FOLDER",
+    "BATCH_API_PORT", "BATCH_SCHEDULER_HEALTH_PORT", "BATCH_LOG_SERVER_PORT", "BATCH_DAGS_FOLDER",
+    "ONBOARDING_LISTENERS", "LISTENER_METRICS_PORT", "INTAKE_METRICS_PORT", "ARCHIVE_METRICS_PORT", "SLA_PORT",
+    "REVIEW_PORT", "ONBOARDING_LOG_MAX_BYTES", "ONBOARDING_LOG_BACKUPS", "SIGNUPS_STREAM", "DECISIONS_STREAM",
+    "DEAD_LETTER_STREAM", "ONBOARDING_APPS", "ONBOARDING_DATASET", "RISK_MODEL_DIR",
+)  # fmt: skip
 
 
 def demo(stack: Stack) -> int:
     stack.up()
     streams = StreamSettings.from_env()
-    client = redis.Redis.from_url(streams.redis_url)
+    client = connect(streams.redis_url, Role.CLI)
     event = new_signup()
     publish_signup(client, streams.signups_stream, event)
     step(f"published sample signup {event['event_id']} for {event['user_id']}; waiting for its decision")
@@ -59,6 +79,9 @@ def demo(stack: Stack) -> int:
         f"Airflow UI:     {stack.realtime.spec.api_url} (realtime), {stack.batch.spec.api_url} (batch);\n"
         f"                user admin, passwords in {stack.realtime.home / 'passwords.json'} and "
         f"{stack.batch.home / 'passwords.json'}\n"
+        f"Review page:    {stack.review_url}/ (user {DEMO_REVIEWER}, password in "
+        f"{stack.review_logins.password_file});\n"
+        "                the queue by hand: .venv/bin/onboarding-review list\n"
         "Stop:           scripts/demo down"
     )
     return 0
@@ -92,10 +115,17 @@ def logs(stack: Stack, name: str | None, follow_them: bool, lines: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="onboarding-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="onboarding-stack",
+        description=__doc__,
+        epilog=environment_epilog(ENVIRONMENT),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["demo", "up", "down", "status", "logs"])
-    parser.add_argument("name", nargs="?", help="for logs: listener-1, realtime-scheduler, supervisor, ...")
+    add_version(parser)
+    parser.add_argument("command", choices=["demo", "up", "down", "status", "restart", "logs"])
+    parser.add_argument(
+        "name", nargs="?", help="for logs and restart: listener-1, realtime-scheduler, sla, ... (see status)"
+    )
+    parser.add_argument("--json", action="store_true", help="status: one JSON document instead of the table")
     parser.add_argument("-f", "--follow", action="store_true", help="logs: keep printing lines as they are written")
     parser.add_argument("-n", "--lines", type=int, default=40, metavar="N", help="logs: the last N lines (40)")
     args = parser.parse_intermixed_args(argv)  # `logs -f NAME` as well as `logs NAME -f`
@@ -110,10 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stack.down()
         elif args.command == "status":
-            status = stack.status()
-            for name, state in status.items():
-                print(f"{name:26} {state}")
-            return 0 if all(s.startswith("up") for s in status.values()) else 3
+            statuses = stack.statuses()
+            if args.json:
+                print(json.dumps([s.to_dict() for s in statuses], indent=1))
+            else:
+                for service in statuses:
+                    print(f"{service.name:26} {service.text}")
+            return 0 if all(s.text.startswith("up") for s in statuses) else 3
+        elif args.command == "restart":
+            if args.name is None:
+                parser.error("restart needs the NAME of a service (see `onboarding-stack status`)")
+            stack.restart(args.name)
         elif args.command == "logs":
             return logs(stack, args.name, args.follow, args.lines)
     except (StackError, OnboardingError) as err:

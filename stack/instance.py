@@ -99,6 +99,7 @@ class AirflowInstance:
             "api_secret_key": lambda: secrets.token_urlsafe(48),
             "admin_password": lambda: secrets.token_urlsafe(18),
             "listener_password": lambda: secrets.token_urlsafe(24),
+            "sla_password": lambda: secrets.token_urlsafe(24),
         }
         missing = {key: make() for key, make in wanted.items() if key not in values}
         if missing:
@@ -119,6 +120,11 @@ class AirflowInstance:
     @property
     def listener_password_file(self) -> Path:
         return self.home / "listener.password"
+
+    @property
+    def sla_password_file(self) -> Path:
+        """The SLA service's read-only Airflow user's password (0600; ops/access.py SLA_ROLE)."""
+        return self.home / "sla.password"
 
     @property
     def admin_password_file(self) -> Path:
@@ -142,6 +148,7 @@ class AirflowInstance:
                 json.dumps({"admin": values["admin_password"], "listener": values["listener_password"]}),
             ),
             (self.listener_password_file, values["listener_password"]),
+            (self.sla_password_file, values["sla_password"]),
             (self.admin_password_file, values["admin_password"]),
         ):
             _write_private(path, content)
@@ -193,13 +200,15 @@ class AirflowInstance:
                 use_wal(self.home / "airflow.db")
 
     def create_users(self) -> None:
-        """FAB: the admin and listener users with their generated passwords, and the listener's
-        least-privilege role (ops/access.py). Idempotent; run after every migrate."""
+        """FAB: the admin, listener and SLA users with their generated passwords, and the
+        listener's and SLA service's least-privilege roles (ops/access.py). Idempotent; run
+        after every migrate."""
         values = self._secrets()
         env = {
             **self.env(),
             "ACCESS_ADMIN_PASSWORD": values["admin_password"],
             "ACCESS_LISTENER_PASSWORD": values["listener_password"],
+            "ACCESS_SLA_PASSWORD": values["sla_password"],
             # The instance's config turns startup syncing off for the api-server; here it must run.
             "AIRFLOW__FAB__UPDATE_FAB_PERMS": "True",
         }

@@ -2,7 +2,7 @@
 
 Start order (each waits for the previous one to be healthy):
     redis (only when none answers) -> realtime Airflow -> batch Airflow -> listeners
-    -> rq worker -> rq cron -> metrics endpoints
+    -> rq worker -> rq cron -> metrics endpoints -> SLA page -> review page
 The service table is `Stack.services()`; `stop` goes in the reverse order.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -20,6 +21,9 @@ from pathlib import Path
 import redis
 
 from archiver.settings import ArchiveSettings
+from onboarding import intake, redis_version
+from onboarding.functions import ensure_loaded
+from onboarding.redis_clients import Role, connect
 from onboarding.settings import STACK_ENV_FILE, redacted_url
 from risk.artifacts import current_version, load_model
 from risk.errors import RiskError
@@ -27,8 +31,9 @@ from risk.settings import RiskSettings
 from stack.errors import StackError
 from stack.instance import AirflowInstance, InstanceSpec, current_env
 from stack.processes import ManagedProcess, ProcessRecord, end_processes, stack_id, tagged
+from stack.review import DEMO_REVIEWER, ReviewLogins
 from stack.settings import StackSettings
-from stack.supervisor import Plan, Service, read_state
+from stack.supervisor import Plan, Service, read_state, restart_request
 
 REALTIME_DAGS = ("onboarding",)
 BATCH_DAGS = ("risk_model_retrain", "risk_drift")
@@ -44,7 +49,10 @@ class Stack:
         home = settings.home
         self.run_dir = home / "run"
         self.log_dir = home / "logs"  # every service's log, in one place
-        self.model_dir = RiskSettings.from_env().model_dir
+        risk_settings = RiskSettings.from_env()
+        self.model_dir = risk_settings.model_dir
+        self.model_verifier = risk_settings.verifier()  # what the realtime task will check
+        self.review_logins = ReviewLogins(home)
         self.base_env = {
             **current_env(),
             "ONBOARDING_HOME": str(home),
@@ -105,7 +113,7 @@ class Stack:
                         *("--save", "", "--appendonly", "yes", "--dir", str(self.settings.home / "redis")),
                     ],
                     current_env(),
-                    health=f"redis:{self.settings.redis_url}",
+                    health=f"redis-functions:{self.settings.redis_url}",
                     ready_timeout_s=20,
                 )
             )
@@ -129,6 +137,19 @@ class Stack:
                 ),
                 Service(dag_processor.name, dag_processor.argv, env, health="alive", alive_s=3),
             ]
+        # The apps' intakes forwarded into `signups` and the streams' retention (intake/): its
+        # own process, so the listeners, which parse the payloads, never trim or write signups.
+        intake_port = self.settings.intake_metrics_port
+        table.append(
+            Service(
+                "intake",
+                [sys.executable, "-m", "intake"],
+                {**self.base_env, "INTAKE_METRICS_PORT": str(intake_port)},
+                health=f"http:http://127.0.0.1:{intake_port}/healthz",
+                ready_timeout_s=30,
+                stop_timeout_s=10,  # it stops within INTAKE_BLOCK_MS (1 s)
+            )
+        )
         for i, port in enumerate(self.listener_ports(), start=1):
             table.append(
                 Service(
@@ -174,17 +195,54 @@ class Stack:
                 {
                     **archive_env,
                     "AIRFLOW_API_URL": self.realtime.spec.api_url,
-                    "AIRFLOW_USERNAME": "listener",
-                    "AIRFLOW_PASSWORD_FILE": str(self.realtime.listener_password_file),
+                    # Its own read-only Airflow user (ops/access.py SLA_ROLE).
+                    "AIRFLOW_USERNAME": "sla",
+                    "AIRFLOW_PASSWORD_FILE": str(self.realtime.sla_password_file),
                     "SLA_PORT": str(self.settings.sla_port),
+                    "SLA_PAGE_TOKEN_FILE": str(self.sla_page_token_file),
                     "SLA_AIRFLOW_INSTANCES": f"realtime={self.realtime.spec.api_url},batch={self.batch.spec.api_url}",
                     "ARCHIVE_DIR": str(ArchiveSettings.from_env(archive_env).archive_dir),
                 },
                 health=f"http:http://127.0.0.1:{self.settings.sla_port}/healthz",
                 ready_timeout_s=60,
             ),
+            # The review page: reviewers decide the `review` cases there (docs/review.md).
+            Service(
+                "review",
+                [str(bin_dir / "onboarding-review"), "serve"],
+                {**self.base_env, **self.review_env()},
+                health=f"http:{self.review_url}/readyz",
+                ready_timeout_s=30,
+            ),
         ]
         return table
+
+    @property
+    def sla_page_token_file(self) -> Path:
+        """The SLA page's token (0600), made once by `up`: the page and /api/sla ask for it."""
+        return self.settings.home / "sla-page.token"
+
+    def prepare_sla_page_token(self) -> str:
+        """The token in `sla_page_token_file`, generated when there is none; kept across `up`s."""
+        path = self.sla_page_token_file
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
+        os.replace(tmp, path)
+        return token
+
+    @property
+    def review_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.review_port}"
+
+    def review_env(self) -> dict[str, str]:
+        """The review page's settings: its address and the login files `up` makes."""
+        return {"REVIEW_HOST": "127.0.0.1", "REVIEW_PORT": str(self.settings.review_port), **self.review_logins.env()}
 
     def operator_env(self) -> dict[str, str]:
         """What an operator command run by hand needs to reach this stack (issue 20): the same
@@ -206,6 +264,8 @@ class Stack:
             "AIRFLOW_ADMIN_USERNAME": "admin",
             "AIRFLOW_ADMIN_PASSWORD_FILE": str(self.realtime.admin_password_file),
             "SLA_AIRFLOW_INSTANCES": f"realtime={self.realtime.spec.api_url},batch={self.batch.spec.api_url}",
+            # `onboarding-review list|decide|add-reviewer|check` by hand: the page's queue and logins.
+            **self.review_env(),
         }
         for key in ("SIGNUPS_STREAM", "DECISIONS_STREAM", "DEAD_LETTER_STREAM"):
             if key in self.base_env:
@@ -224,14 +284,28 @@ class Stack:
 
     def redis_answers(self) -> bool:
         try:
-            return bool(redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2).ping())
+            return bool(connect(self.settings.redis_url, Role.PROBE).ping())
         except redis.RedisError:
             return False
+
+    def redis_version_note(self) -> str | None:
+        """`Redis X.Y.Z`, with a loud warning when the release has the Lua CVEs
+        (onboarding/redis_version.py): the local stack takes whatever Redis answers."""
+        try:
+            info = connect(self.settings.redis_url, Role.CLI).info("server")
+            version = redis_version.parse(str(info["redis_version"]))
+        except (redis.RedisError, KeyError, ValueError):
+            return None
+        note = f"Redis {'.'.join(map(str, version))}"
+        warning = redis_version.warning(version)
+        return f"{note}; {warning}" if warning else note
 
     def ensure_model(self) -> None:
         try:
             version = current_version(self.model_dir)
-            load_model(self.model_dir, version)  # refuses a model that no longer fits the schema
+            # Refuses a model that no longer fits the schema, or that is not signed with the
+            # key the realtime task checks (a version trained before models were signed).
+            load_model(self.model_dir, version, verifier=self.model_verifier)
             step(f"risk model {version}")
             return
         except RiskError as err:
@@ -258,11 +332,17 @@ class Stack:
             step(f"no Redis at {redacted_url(self.settings.redis_url)}: the supervisor starts redis-server")
         else:
             step(f"Redis answers at {redacted_url(self.settings.redis_url)}")
+            # The service's Redis Functions, before any component runs (an external Redis
+            # set up with `onboarding-redis-acl apply` has them: then this changes nothing).
+            ensure_loaded(connect(self.settings.redis_url, Role.CLI))
+            intake.ensure_loaded(connect(self.settings.redis_url, Role.CLI))  # per-app intake forwarder
         self.ensure_model()
         db = "PostgreSQL" if self.settings.database_url else "SQLite"
         step(f"preparing the realtime and batch Airflow instances ({db} metadata) in {self.settings.home}")
         with ThreadPoolExecutor(2) as pool:  # two databases: migrate them side by side
             list(pool.map(lambda i: (i.prepare(), i.migrate()), (self.realtime, self.batch)))
+        self.review_logins.prepare()
+        self.prepare_sla_page_token()
         self.write_operator_env()
         plan = Plan(
             self.services(start_redis),
@@ -278,9 +358,22 @@ class Stack:
         self._wait_running(plan, timeout_s)
         self.realtime.wait_ready(REALTIME_DAGS, timeout_s=240)
         self.batch.wait_ready(BATCH_DAGS, timeout_s=240, unpaused=False)
+        note = self.redis_version_note()
+        if note is not None:
+            step(note)
+            if "WARNING" in note:
+                print(f"\n*** {note} ***\n", file=sys.stderr, flush=True)
         step(f"realtime Airflow {self.realtime.spec.api_url}, batch Airflow {self.batch.spec.api_url}")
         step(f"listeners: metrics and health on ports {', '.join(map(str, self.listener_ports()))}")
-        step(f"SLA page http://127.0.0.1:{self.settings.sla_port}/sla (metrics on /metrics)")
+        step(f"intake (the apps' intakes, retention): metrics and health on port {self.settings.intake_metrics_port}")
+        step(
+            f"SLA page http://127.0.0.1:{self.settings.sla_port}/sla (metrics on /metrics; the page asks for the "
+            f"token in {self.sla_page_token_file}: any user name, the token as password, or a bearer token)"
+        )
+        step(
+            f"review page {self.review_url}/ (user {DEMO_REVIEWER}, password in "
+            f"{self.review_logins.password_file}); `onboarding-review list` shows the queue"
+        )
 
     def _wait_running(self, plan: Plan, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -327,38 +420,131 @@ class Stack:
             step(f"ending {len(leftover)} more process(es) of this stack ({why})")
             end_processes(leftover, timeout_s=10)
 
-    def status(self) -> dict[str, str]:
+    def restart(self, name: str, timeout_s: float | None = None) -> ServiceStatus:
+        """Restart one service under the running supervisor: SIGTERM to its process tree, wait
+        until it has stopped (it finishes what it holds: a listener the entries in hand), start
+        it again, wait until it is healthy. The other services run on untouched."""
+        state = read_state(self.run_dir)
+        if state is None or state.get("phase") != "running" or not self.supervisor.running():
+            raise StackError("the stack is not running here (`onboarding-stack up` first)")
+        try:
+            plan = {s.name: s for s in Plan.read(self.plan_file).services}
+        except (OSError, ValueError, KeyError) as err:
+            raise StackError(f"cannot read the stack's plan {self.plan_file}: {err}") from err
+        if name not in plan:
+            raise StackError(f"no service named {name!r}; known: {', '.join(plan)}")
+        service = plan[name]
+        before = state["services"][name]
+        budget_s = timeout_s if timeout_s is not None else service.stop_timeout_s + service.ready_timeout_s + 30
+        restart_request(self.run_dir, name).write_text(str(time.time()))
+        step(f"restarting {name} (pid {before.get('pid')}): SIGTERM, wait up to {service.stop_timeout_s:.0f} s, start")
+        deadline = time.monotonic() + budget_s
+        stopped = False
+        while time.monotonic() < deadline:
+            now = (read_state(self.run_dir) or {}).get("services", {}).get(name, {})
+            if not stopped and now.get("restarts", 0) > before.get("restarts", 0):
+                stopped = True
+                step(f"{name} stopped; started again (pid {now.get('pid')}), waiting for it to be healthy")
+            if stopped and now.get("state") == "up":
+                found = next(s for s in self.statuses() if s.name == name)
+                if found.healthy:
+                    step(f"{name} up (pid {found.pid})")
+                    return found
+            if not self.supervisor.running():
+                raise StackError(f"the supervisor stopped while restarting {name}")
+            time.sleep(0.3)
+        restart_request(self.run_dir, name).unlink(missing_ok=True)
+        raise StackError(f"{name} was not up again within {budget_s:.0f} s:\n{self._tail(name)}")
+
+    def statuses(self) -> list[ServiceStatus]:
         """Each service's state: `up` only when its process runs (the recorded one, not a
         reused pid), the supervisor counts it up and its health check passes now."""
         state = read_state(self.run_dir)
         if state is None:
-            return {"supervisor": "down (never started here)"}
+            return [ServiceStatus("supervisor", None, False, False, "down (never started here)")]
         supervisor = self.supervisor.pid()
-        out = {"supervisor": f"up (pid {supervisor})" if supervisor else "down"}
+        text = f"up (pid {supervisor})" if supervisor else "down"
+        out = [ServiceStatus("supervisor", supervisor, bool(supervisor), bool(supervisor), text)]
         try:
             checks = {s.name: s for s in Plan.read(self.plan_file).services}
         except (OSError, ValueError, KeyError):
             checks = {}
+        now = time.time()
         for name, service in state["services"].items():
             record = ProcessRecord.read(self.run_dir / f"{name}.pid")
             alive = record.pid if record is not None and record.leader_alive() else None
             restarts = f", {service['restarts']} restart(s)" if service["restarts"] else ""
+            check = checks.get(name)
+            port = _port_of(check.health) if check is not None else None
+            started = service.get("started_at")
+            uptime_s = round(now - started, 1) if alive and started else None
+            healthy = False
             if alive and service["state"] == "up":
-                check = checks.get(name)
-                if check is None or check.healthy():
-                    out[name] = f"up (pid {alive}{restarts})"
+                healthy = check is None or check.healthy()
+                if healthy:
+                    text = f"up (pid {alive}{restarts})"
                 else:
-                    out[name] = f"unhealthy (pid {alive}{restarts}): {check.health} does not answer"
+                    text = f"unhealthy (pid {alive}{restarts}): {check.health if check else ''} does not answer"
             elif alive:
-                out[name] = f"{service['state']} (pid {alive}{restarts})"
+                text = f"{service['state']} (pid {alive}{restarts})"
             else:
-                out[name] = "down" if service["state"] in ("up", "stopped", "pending") else service["state"]
-        if "redis" not in out:
-            out["redis"] = f"up (external, {redacted_url(self.settings.redis_url)})" if self.redis_answers() else "down"
+                text = "down" if service["state"] in ("up", "stopped", "pending") else service["state"]
+            running = alive is not None
+            out.append(ServiceStatus(name, alive, running, healthy, text, port, uptime_s, service["restarts"]))
+        if "redis" not in {s.name for s in out}:
+            answers = self.redis_answers()
+            text = f"up (external, {redacted_url(self.settings.redis_url)})" if answers else "down"
+            out.append(ServiceStatus("redis", None, answers, answers, text, _redis_port(self.settings.redis_url)))
+        redis_status = next(s for s in out if s.name == "redis")
+        if redis_status.text.startswith("up"):
+            note = self.redis_version_note()
+            if note:
+                out[out.index(redis_status)] = dataclasses.replace(redis_status, text=f"{redis_status.text}; {note}")
         return out
+
+    def status(self) -> dict[str, str]:
+        """Each service's state as one line (`statuses()`)."""
+        return {s.name: s.text for s in self.statuses()}
 
     def log_files(self) -> list[Path]:
         return sorted(self.log_dir.glob("*.log"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceStatus:
+    """One line of `onboarding-stack status` (`--json`: these fields)."""
+
+    name: str
+    pid: int | None
+    running: bool  # its recorded process runs
+    healthy: bool  # the supervisor counts it up and its health check answers now
+    text: str  # the line `status` prints
+    port: int | None = None  # where its health check (HTTP, Redis) answers
+    uptime_s: float | None = None  # since the supervisor last started it
+    restarts: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "running": self.running,
+            "healthy": self.healthy,
+            "port": self.port,
+            "uptime_s": self.uptime_s,
+            "restarts": self.restarts,
+            "state": self.text,
+        }
+
+
+def _port_of(health: str) -> int | None:
+    from urllib.parse import urlparse
+
+    kind, _, target = health.partition(":")
+    if kind == "http":
+        return urlparse(target).port
+    if kind in ("redis", "redis-functions"):
+        return _redis_port(target)
+    return None
 
 
 def _redis_port(url: str) -> int:

@@ -44,7 +44,9 @@ class StackSettings:
     batch_api_port: int = 28090
     batch_scheduler_health_port: int = 28984
     archive_metrics_port: int = 9110
+    intake_metrics_port: int = 9118  # onboarding-intake: the apps' intakes and stream retention
     sla_port: int = 9114
+    review_port: int = 9116  # the review page (onboarding-review serve)
     # The schedulers serve task logs to the UI on this port (Airflow's default 8793 would
     # make the two instances collide).
     realtime_log_server_port: int = 28793
@@ -106,7 +108,9 @@ class StackSettings:
                 "BATCH_SCHEDULER_HEALTH_PORT", cls.batch_scheduler_health_port, minimum=1
             ),
             archive_metrics_port=env.int("ARCHIVE_METRICS_PORT", cls.archive_metrics_port, minimum=1),
+            intake_metrics_port=env.int("INTAKE_METRICS_PORT", cls.intake_metrics_port, minimum=1),
             sla_port=env.int("SLA_PORT", cls.sla_port, minimum=1),
+            review_port=env.int("REVIEW_PORT", cls.review_port, minimum=1),
             batch_metadata_db=env.optional_str("ONBOARDING_BATCH_METADATA_DB"),
             realtime_log_server_port=env.int("REALTIME_LOG_SERVER_PORT", cls.realtime_log_server_port, minimum=1),
             batch_log_server_port=env.int("BATCH_LOG_SERVER_PORT", cls.batch_log_server_port, minimum=1),

@@ -25,13 +25,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
+from onboarding import intake
+from onboarding.backoff import Backoff
+from onboarding.functions import ensure_loaded
 from onboarding.logs import configure_logging
+from onboarding.redis_clients import Role, connect
 from stack.processes import (
     ProcessRecord,
     descendants,
@@ -45,9 +50,8 @@ from stack.processes import (
 
 logger = logging.getLogger("stack.supervisor")
 
-BACKOFF_INITIAL_S = 1.0
+RESTART_BACKOFF = Backoff(initial_s=1.0, max_s=30.0)
 REAP_GRACE_S = 10.0  # what is left of a dead leader's tree gets this long after SIGTERM
-BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # a service up this long has its backoff reset
 
 
@@ -55,8 +59,10 @@ STABLE_AFTER_S = 60.0  # a service up this long has its backoff reset
 class Service:
     """One supervised command and how to tell that it is healthy.
 
-    health: `http:<url>` (answers 2xx), `redis:<url>` (answers PING) or `alive` (still
-    running after `alive_s`). `ready_timeout_s` bounds the wait in the ordered start.
+    health: `http:<url>` (answers 2xx), `redis:<url>` (answers PING), `redis-functions:<url>`
+    (answers PING and has the service's Redis Functions, loaded now if missing: the local
+    stack's Redis is ready before any component starts) or `alive` (still running after
+    `alive_s`). `ready_timeout_s` bounds the wait in the ordered start.
     """
 
     name: str
@@ -74,7 +80,12 @@ class Service:
             if kind == "http":
                 return httpx.get(target, timeout=2).is_success
             if kind == "redis":
-                return bool(redis.Redis.from_url(target, socket_connect_timeout=1).ping())
+                return bool(connect(target, Role.PROBE).ping())
+            if kind == "redis-functions":
+                client = connect(target, Role.PROBE)
+                ensure_loaded(client)  # the local stack's user is its administrator
+                intake.ensure_loaded(client)  # the per-app intake forwarder's library
+                return bool(client.ping())
         except (httpx.HTTPError, redis.RedisError):
             return False
         return True  # `alive`: the caller checks that the process runs
@@ -126,8 +137,9 @@ class _Child:
     reap_deadline: float = 0.0
     seen: dict[int, int] = field(default_factory=dict)  # descendants seen: pid -> start time
     started_at: float = 0.0
+    started_wall: float = 0.0  # time.time() at the start, for `status`' uptime
     restarts: int = 0
-    backoff_s: float = BACKOFF_INITIAL_S
+    restart_delays: Iterator[float] = field(default_factory=RESTART_BACKOFF.delays)
     retry_at: float = 0.0
     last_exit: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -152,6 +164,7 @@ class Supervisor:
         child.record = ProcessRecord.read(pid_file)
         child.seen = {}
         child.started_at = time.monotonic()
+        child.started_wall = time.time()
         child.state = "starting"
         logger.info("started %s (pid %s)", service.name, child.proc.pid)
 
@@ -202,6 +215,7 @@ class Supervisor:
                     "tag": c.record.tag if c.record else None,
                     "seen": sorted(c.seen.items()),
                     "restarts": c.restarts,
+                    "started_at": c.started_wall if self._running(c) else None,
                     "last_exit": c.last_exit,
                     "health": c.service.health,
                 }
@@ -246,7 +260,7 @@ class Supervisor:
             if child.state in ("up", "starting") and not self._running(child):
                 child.last_exit = child.proc.returncode if child.proc else None
                 if now - child.started_at > STABLE_AFTER_S:
-                    child.backoff_s = BACKOFF_INITIAL_S
+                    child.restart_delays = RESTART_BACKOFF.delays()
                 leftover = child.record.members(child.seen.items()) if child.record else []
                 logger.warning(
                     "%s exited (code %s); %d process(es) of it left",
@@ -264,16 +278,36 @@ class Supervisor:
                 if leftover:
                     logger.warning("%s: SIGKILL to %d leftover process(es)", child.service.name, len(leftover))
                     end_processes(leftover, timeout_s=0)
+                delay_s = next(child.restart_delays)
                 child.state = "backoff"
-                child.retry_at = now + child.backoff_s
-                logger.warning("%s: restarting in %.0f s", child.service.name, child.backoff_s)
-                child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
+                child.retry_at = now + delay_s
+                logger.warning("%s: restarting in %.0f s", child.service.name, delay_s)
             elif child.state == "backoff" and now >= child.retry_at:
                 child.restarts += 1
                 self._spawn(child)
             elif child.state == "starting" and self._ready(child):
                 child.state = "up"
                 logger.info("%s is up again (restart %d)", child.service.name, child.restarts)
+
+    def restart_requested(self) -> None:
+        """Restart each service whose restart an operator asked for (`onboarding-stack restart
+        NAME` writes `run_dir/<name>.restart`): SIGTERM to its tree, wait for it to finish
+        what it holds (its stop timeout, then SIGKILL), start it again at once, no backoff.
+        The others are not touched; the loop watches them again once it is started."""
+        for child in self.children:
+            request = restart_request(self.plan.run_dir, child.service.name)
+            if not request.exists():
+                continue
+            request.unlink(missing_ok=True)
+            if child.state in ("pending", "failed"):
+                logger.warning("%s: restart asked while %s; not started", child.service.name, child.state)
+                continue
+            logger.info("%s: restarting on request (SIGTERM, wait, start)", child.service.name)
+            self._stop(child)
+            child.restarts += 1
+            child.restart_delays = RESTART_BACKOFF.delays()
+            self._spawn(child)
+            self.write_state("running")
 
     def snapshot_trees(self) -> None:
         """Remember each running leader's descendants (pid, start time): what left the
@@ -307,6 +341,7 @@ class Supervisor:
         if ok:
             self.write_state("running")
             while not self.stopping:
+                self.restart_requested()
                 self.watch_once()
                 self.snapshot_trees()
                 self.write_state("running")
@@ -338,6 +373,11 @@ def rotate(path: Path, backups: int) -> None:
         shutil.copyfile(path, path.with_name(f"{path.name}.1"))
     with path.open("r+b") as fh:
         fh.truncate(0)
+
+
+def restart_request(run_dir: Path, name: str) -> Path:
+    """The file `onboarding-stack restart NAME` writes and the supervisor acts on."""
+    return run_dir / f"{name}.restart"
 
 
 def read_state(run_dir: Path) -> dict | None:

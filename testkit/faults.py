@@ -60,6 +60,7 @@ PORT_SETTINGS = (
     "LISTENER_METRICS_PORT",  # listener i serves on this port + i: see stack_env
     "ARCHIVE_METRICS_PORT",
     "SLA_PORT",
+    "REVIEW_PORT",
     "REALTIME_LOG_SERVER_PORT",
     "BATCH_LOG_SERVER_PORT",
 )

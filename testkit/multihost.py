@@ -48,6 +48,7 @@ import psutil  # type: ignore[import-untyped]
 import redis
 
 from onboarding import keys
+from onboarding.functions import ensure_loaded
 from onboarding.publisher import publish_signup
 from onboarding.settings import StreamSettings
 from onboarding.streams import live_entries, payload
@@ -315,6 +316,8 @@ class MultihostStack:
         argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data), "--save", ""]
         self._process("data", "redis", argv, dict(os.environ))
         wait_until(lambda: self.app(self._redis_answers), 30, "Redis")
+        # The deploy step: the service's Redis Functions, loaded by the administrator.
+        self.app(lambda: ensure_loaded(self.redis_client("admin")))
 
     def redis_client(self, role: str = "admin") -> redis.Redis:
         """A client of the streams' Redis as ACL user `role`; use it on a thread inside a host."""

@@ -1,5 +1,6 @@
-"""A real realtime Airflow (api-server, scheduler, dag-processor) and real listener processes,
-on SQLite or PostgreSQL metadata, started for a test or a benchmark and stopped after it."""
+"""A real realtime Airflow (api-server, scheduler, dag-processor), real listener processes and
+the intake process (the apps' intakes and the streams' retention), on SQLite or PostgreSQL
+metadata, started for a test or a benchmark and stopped after it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Protocol
 import httpx
 import redis
 
+from onboarding import intake
+from onboarding.functions import ensure_loaded
 from onboarding.settings import StreamSettings
 from stack.instance import AirflowInstance, InstanceSpec, drop_postgres_database
 from stack.processes import ManagedProcess
@@ -45,6 +48,7 @@ class RealtimeStack:
     model_dir: Path
     home: Path
     listeners: list[ManagedProcess] = field(default_factory=list)
+    intake: ManagedProcess | None = None
     incarnation: int = 0
 
     @property
@@ -80,6 +84,24 @@ class RealtimeStack:
         process.start()
         wait_healthy(process, port)
         self.listeners.append(process)
+        return process, port
+
+    def start_intake(self, **extra_env: str) -> tuple[ManagedProcess, int]:
+        """The intake process (onboarding-intake), as a deployment runs one beside the listeners;
+        a running one is stopped first (e.g. to restart it with ONBOARDING_APPS)."""
+        if self.intake is not None:
+            self.intake.stop(timeout_s=10)
+        port = free_port()
+        process = ManagedProcess(
+            name="intake",
+            argv=[sys.executable, "-m", "intake"],
+            env={**os.environ, **self.stream_env, "INTAKE_METRICS_PORT": str(port), **extra_env},
+            run_dir=self.home / "run",
+            log_dir=self.home / "logs",
+        )
+        process.start()
+        wait_healthy(process, port)
+        self.intake = process
         return process, port
 
     def admin_headers(self) -> dict[str, str]:
@@ -119,6 +141,8 @@ def running_realtime(
         client.ping()
     except redis.RedisError:
         require(False, f"Redis at {E2E_REDIS_URL}")
+    ensure_loaded(client)  # the service's Redis Functions, as the deploy step loads them
+    intake.ensure_loaded(client)
     database_url = None
     if db == "postgres":
         require(postgres_available(), "PostgreSQL on 127.0.0.1:5432")
@@ -148,13 +172,16 @@ def running_realtime(
         stack.instance.migrate()
         stack.instance.start()
         stack.instance.wait_ready(("onboarding",), timeout_s=300)
+        stack.start_intake()
         yield stack
     finally:
         for process in stack.listeners:
             process.stop(timeout_s=20)
+        if stack.intake is not None:
+            stack.intake.stop(timeout_s=10)
         stack.instance.stop(timeout_s=20)
         if session.testsfailed > failed_before:
-            for process in [*stack.listeners, *stack.instance.processes()]:
+            for process in [*stack.listeners, *([stack.intake] if stack.intake else []), *stack.instance.processes()]:
                 sys.stderr.write(f"\n--- {process.name} ({name}, {db}) ---\n{process.tail(60)}\n")
         if database_url:
             drop_postgres_database(database_url)
@@ -162,14 +189,14 @@ def running_realtime(
             client.delete(key)
 
 
-def wait_healthy(listener: ManagedProcess, port: int, timeout_s: float = 30) -> None:
+def wait_healthy(process: ManagedProcess, port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert listener.running(), listener.tail()
+        assert process.running(), process.tail()
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"listener not healthy:\n{listener.tail()}")
+    raise AssertionError(f"{process.name} not healthy:\n{process.tail()}")

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from onboarding import intake
+from onboarding.functions import ensure_loaded
 from testkit.model import train_baseline
 from testkit.services import require
 
@@ -32,6 +34,10 @@ def redis_client() -> Iterator[redis.Redis]:
     except redis.RedisError:
         require(False, f"Redis at {TEST_REDIS_URL}")
     client.flushdb()
+    # FLUSHDB keeps functions (they are server-wide, not per database): load the service's
+    # library once per server, as production's deploy step does (identical code, REPLACE).
+    ensure_loaded(client)
+    intake.ensure_loaded(client)  # the per-app intake forwarder's own library
     yield client
     client.flushdb()
     client.close()

@@ -72,6 +72,6 @@ def test_defaults_config_drops_only_the_speed_settings(tmp_path: Path) -> None:
     assert any("scheduler_idle_sleep_time" in d for d in dropped)
     assert not any(line.startswith("scheduler_idle_sleep_time") for line in text.splitlines())
     # Security and correctness stay: the auth manager, the listener's loopback API.
-    assert "auth_manager = onboarding.auth_manager.OnboardingFabAuthManager" in text
+    assert "auth_manager = airflow_adapter.auth_manager.OnboardingFabAuthManager" in text
     assert "host = 127.0.0.1" in text
     assert len(dropped) == sum(1 for keys in TUNING.values() for key in keys if f"\n{key} =" in tuned.read_text())

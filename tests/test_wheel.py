@@ -54,7 +54,9 @@ def _checks() -> dict[str, list[tuple[list[str], dict[str, str], str]]]:
     nothing = f"redis://127.0.0.1:{_free_port()}/0"
     return {
         "onboarding-listener": [(["check"], {"LISTENER_METRICS_PORT": str(_free_port())}, "did not answer")],
+        "onboarding-intake": [(["check"], {"INTAKE_METRICS_PORT": str(_free_port())}, "did not answer")],
         "onboarding-sla": [(["check"], {"SLA_PORT": str(_free_port())}, "did not answer")],
+        "onboarding-review": [(["check"], {"REVIEW_PORT": str(_free_port())}, "did not answer")],
         "onboarding-archive": [
             (["check"], {}, "realtime: no successful archive run yet"),
             (["worker-check"], {"REDIS_URL": nothing}, "unhealthy: Redis at"),
@@ -143,7 +145,11 @@ def test_the_wheel_holds_the_packages_their_data_and_the_license(installed: Inst
     assert "risk/data/german_credit.csv" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
-    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(installed.wheel).read(metadata).decode()
+    text = zipfile.ZipFile(installed.wheel).read(metadata).decode()
+    assert "License-Expression: Apache-2.0" in text
+    # The extras the images install by role (docs/images.md) travel in the wheel's metadata.
+    provided = {line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Provides-Extra:")}
+    assert provided == set(PYPROJECT["project"]["optional-dependencies"]) >= {"service", "airflow", "model", "dev"}
     for target in SCRIPTS.values():
         module = target.split(":")[0].replace(".", "/")
         assert f"{module}.py" in names, f"[project.scripts] names {target}, which is not in the wheel"

@@ -6,7 +6,8 @@ params and answers as dags/realtime/onboarding_dag.py, i.e. the DAG as it was be
 steps were folded into one task. It shows what a task per step costs (docs/benchmarks.md):
 about a quarter of the throughput. A step is retried on its own; `publish` runs whatever the
 steps did and answers `review` with the first step's error when there is no decision.
-This file only wires; the logic is in `risk.pipeline`.
+This file only wires; the task bodies are `benchmarks.stepwise`, the DAG's params and
+failure callback `airflow_adapter.tasks`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import TriggerRule, dag, task
 
-from risk import pipeline
+from airflow_adapter import tasks
+from benchmarks import stepwise
 
 STEP: dict[str, Any] = {
     "show_return_value_in_logs": False,
@@ -29,20 +31,20 @@ STEP: dict[str, Any] = {
     "retries": 2,
     "retry_delay": timedelta(seconds=1),
     "execution_timeout": timedelta(seconds=30),
-    "on_failure_callback": pipeline.remember_failure,
+    "on_failure_callback": stepwise.remember_failure,
 }
 
 
 @dag(
-    dag_id=pipeline.DAG_ID,
+    dag_id=tasks.DAG_ID,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     is_paused_upon_creation=False,
     max_active_runs=16,
     tags=["realtime", "onboarding"],
-    on_failure_callback=pipeline.answer_failed_run,
-    params=pipeline.signup_params(),
+    on_failure_callback=tasks.answer_failed_run,
+    params=tasks.signup_params(),
     render_template_as_native_obj=False,
 )
 def onboarding() -> None:
@@ -51,15 +53,15 @@ def onboarding() -> None:
 
     @task(**STEP)
     def enrich(params: dict[str, Any] | None = None, ti: Any = None, run_id: str | None = None) -> dict[str, Any]:
-        return pipeline.enrich(params, ti, run_id)
+        return stepwise.enrich(params, ti, run_id)
 
     @task(**STEP)
     def score(enriched: dict[str, Any]) -> dict[str, Any]:
-        return pipeline.score(enriched)
+        return stepwise.score(enriched)
 
     @task(**STEP)
     def decide(scored: dict[str, Any]) -> dict[str, Any]:
-        return pipeline.decide(scored)
+        return stepwise.decide(scored)
 
     # Redis may fail over: keep trying for several minutes (1, 2, 4 ... 60 s) before the
     # run gives up and the DAG's failure callback tries once more.
@@ -72,7 +74,7 @@ def onboarding() -> None:
         weight_rule="upstream",
     )
     def publish(params: dict[str, Any] | None = None, ti: Any = None, run_id: str | None = None) -> str:
-        return pipeline.publish_decided(params, ti, run_id)
+        return stepwise.publish_decided(params, ti, run_id)
 
     decide(score(enrich())) >> publish()
 

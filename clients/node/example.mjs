@@ -1,21 +1,23 @@
 #!/usr/bin/env node
 // Submit one signup to the onboarding decision service and print its decision.
 //
-//   node example.mjs [--timeout-s N] [--user-id ID] [--event-id ID] [APPLICATION.json]
+//   node example.mjs [--timeout-s N] [--user-id ID] [--event-id ID] [--until-final] [APPLICATION.json]
 //
 // Environment: REDIS_URL (default redis://127.0.0.1:6379/0; a user with the `app` ACL role),
 // SIGNUPS_STREAM (signups), DECISIONS_STREAM (decisions), DECISION_TIMEOUT_S (30).
 // APPLICATION.json holds an application object (or a whole signup event, whose
 // `application` is used); without it, the sample below is sent.
+// --until-final waits through a provisional `review` to the reviewer's final decision.
 // Prints the decision (JSON) on stdout, progress on stderr. Exit status: 0 decided,
-// 1 no decision within the timeout, 2 a Redis error, 3 bad input or an unreadable decision.
+// 1 no decision within the timeout, 2 a Redis error, 3 bad input or an unreadable decision,
+// 4 the service refused the signup (the refusal, JSON, on stdout).
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { createClient } from 'redis';
 
-import { ContractError, decisionKey, submitSignup, waitForDecision } from './onboarding.mjs';
+import { ContractError, RefusedError, decisionKey, submitSignup, waitForDecision } from './onboarding.mjs';
 
 // A valid application (onboarding/schemas/signup.v1.json): an applicant of the credit data set.
 const SAMPLE_APPLICATION = {
@@ -39,7 +41,7 @@ const SAMPLE_APPLICATION = {
   has_telephone: true,
 };
 
-const EXIT = { decided: 0, timeout: 1, redis: 2, input: 3 };
+const EXIT = { decided: 0, timeout: 1, redis: 2, input: 3, refused: 4 };
 
 class UsageError extends Error {}
 
@@ -51,6 +53,7 @@ function options() {
         'timeout-s': { type: 'string' },
         'user-id': { type: 'string' },
         'event-id': { type: 'string' },
+        'until-final': { type: 'boolean' },
       },
       allowPositionals: true,
     });
@@ -81,6 +84,7 @@ function options() {
     timeoutS,
     userId: values['user-id'] ?? `node-example-${process.pid}`,
     eventId: values['event-id'],
+    untilFinal: values['until-final'] ?? false,
     application,
   };
 }
@@ -124,18 +128,26 @@ async function main() {
     console.error(`submitted ${eventId} to ${opts.signupsStream}; waiting up to ${opts.timeoutS} s on ${channel}`);
     const decision = await waitForDecision(client, eventId, opts.timeoutS * 1000, {
       decisionsStream: opts.decisionsStream,
+      untilFinal: opts.untilFinal,
     });
     if (decision === null) {
       console.error(
-        `timeout: no decision for ${eventId} within ${opts.timeoutS} s. The signup is accepted and will ` +
-          `still be decided: look it up later with GET ${channel}, or check that the service runs ` +
-          `and the event was not dead-lettered (onboarding-deadletters list).`,
+        `timeout: no ${opts.untilFinal ? 'final ' : ''}decision for ${eventId} within ${opts.timeoutS} s. ` +
+          `It will still be decided: look it up later with GET ${channel}, or check that the service runs.`,
       );
       return EXIT.timeout;
     }
     console.log(JSON.stringify(decision));
     return EXIT.decided;
   } catch (err) {
+    if (err instanceof RefusedError) {
+      console.log(JSON.stringify(err.refusal));
+      const what = err.refusal.retryable
+        ? 'the service failed on it; the operators replay it and a decision follows'
+        : 'fix the signup and send it again (the same --event-id may be reused)';
+      console.error(`refused (${err.refusal.reason}): ${err.refusal.message}\n${what}`);
+      return EXIT.refused;
+    }
     if (err instanceof ContractError) {
       console.error(`error: ${err.message}`);
       return EXIT.input;

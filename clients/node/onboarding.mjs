@@ -2,24 +2,82 @@
 //
 //   submit:  XADD <signups> * payload <signup JSON>            (onboarding/schemas/signup.v1.json)
 //   wait:    SUBSCRIBE <decisions>:event:<id>, then GET the key of the same name
-//            (a decision published before is found by GET, one published after arrives
+//            (an answer published before is found by GET, one published after arrives
 //            on the channel); after the timeout GET once more  (decision.v1.json)
+//   answer:  a decision, or a refusal (refusal.v1.json, `kind: "refusal"`: the listener
+//            dead-lettered the signup), thrown as RefusedError. A `review` is provisional
+//            (`final: false`): the reviewer's final decision later overwrites the key and is
+//            announced on the channel; `{ untilFinal: true }` waits for it.
 //
-// `client` is a connected node-redis client (`createClient({ url })`) whose user has the
-// service's `app` ACL role. Nothing here scans a stream.
+// `client` is a connected node-redis client (`createClient({ url })`) whose user is the app's
+// own `app-<name>` user: pass `{ app: '<name>' }` to every call. The signup then goes to the
+// app's intake stream `<signups>:app:<name>` and the service decides it as `<name>:<id>`; its
+// answer is under `<decisions>:event:<name>:<id>` (key and channel), the only answers that
+// user may read. Without `app`, the deprecated shared `app` user and stream. Nothing here
+// scans a stream.
 
 import { randomUUID } from 'node:crypto';
 
 export const SCHEMA_VERSION = 1;
 export const OUTCOMES = Object.freeze(['approve', 'review', 'decline']);
+// No `m` flag: `$` is the end of the text, so "evt-1\n" does not match.
 const EVENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}$/;
+// A refusal under the key from this much before this client's latest XADD of the same
+// event id answers an earlier send (the app fixed the signup and sent it again with the
+// same id): it is not this send's answer. The margin absorbs clock skew between the Redis
+// server (the XADD's time) and the listener (`refused_at`).
+export const STALE_REFUSAL_MARGIN_MS = 2000;
+const REMEMBERED_SENDS = 10_000;
 
-/** A signup the service would refuse, or a decision this module cannot read. */
+/** A signup the service would refuse, or an answer this module cannot read. */
 export class ContractError extends Error {
   constructor(message) {
     super(message);
     this.name = 'ContractError';
   }
+}
+
+/** The service refused the signup (dead-lettered, never assessed): an outcome, not a bug
+ * in the app. `refusal` says why (refusal.v1.json). */
+export class RefusedError extends Error {
+  constructor(refusal) {
+    super(`signup ${refusal.event_id} refused (${refusal.reason}): ${refusal.message}`);
+    this.name = 'RefusedError';
+    this.refusal = refusal;
+  }
+}
+
+// client -> Map(eventId -> the XADD's time in ms), the latest REMEMBERED_SENDS ids.
+const sends = new WeakMap();
+
+function recordSend(client, eventId, entryId) {
+  const at = Number(String(entryId).split('-', 1)[0]);
+  if (!Number.isFinite(at) || client === null || typeof client !== 'object') return;
+  let sent = sends.get(client);
+  if (sent === undefined) sends.set(client, (sent = new Map()));
+  sent.delete(eventId); // re-inserted last: the Map's order is the eviction order
+  sent.set(eventId, at);
+  if (sent.size > REMEMBERED_SENDS) sent.delete(sent.keys().next().value);
+}
+
+/** The answer, unless it is a refusal of an earlier send of this client (then null). */
+function current(client, eventId, answer) {
+  if (answer?.kind !== 'refusal') return answer;
+  const sent = sends.get(client)?.get(eventId);
+  const refusedAt = Date.parse(answer.refused_at);
+  if (sent !== undefined && Number.isFinite(refusedAt) && refusedAt < sent - STALE_REFUSAL_MARGIN_MS) return null;
+  return answer;
+}
+
+function settled(answer, untilFinal) {
+  if (answer === null) return false;
+  return answer.kind === 'refusal' || answer.final || !untilFinal;
+}
+
+function result(answer, untilFinal) {
+  if (answer?.kind === 'refusal') throw new RefusedError(answer);
+  if (answer === null || (untilFinal && !answer.final)) return null;
+  return answer;
 }
 
 /** A fresh event id. Store it with the application before submitting: a resend with the
@@ -29,6 +87,27 @@ export function newEventId() {
 }
 
 /** The key, and the Pub/Sub channel, of one event's decision. */
+/** The id the service decides an app's signup under: `<app>:<eventId>` (no app can use
+ * another app's ids); without an app, the event id itself. */
+export function serviceEventId(app, eventId) {
+  return app ? `${app}:${eventId}` : eventId;
+}
+
+/** An app's own intake stream (its per-app Redis user may append only there). */
+export function intakeStream(signupsStream, app) {
+  return `${signupsStream}:app:${app}`;
+}
+
+const APP_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+function checkApp(app, eventId) {
+  if (app == null) return;
+  if (typeof app !== 'string' || !APP_NAME.test(app)) throw new ContractError(`app ${JSON.stringify(app)} must match ${APP_NAME.source}`);
+  if (eventId !== undefined && serviceEventId(app, eventId).length > 128) {
+    throw new ContractError(`eventId: at most ${127 - app.length} characters for app ${app} (the service adds ${app}:)`);
+  }
+}
+
 export function decisionKey(decisionsStream, eventId) {
   return `${decisionsStream}:event:${eventId}`;
 }
@@ -55,21 +134,49 @@ export function signupPayload(application, { userId, eventId, occurredAt = new D
 }
 
 /** Publish a signup; resolves to its event id (a fresh `evt-<uuid>` unless given). */
-export async function submitSignup(client, application, { userId, eventId, occurredAt, signupsStream = 'signups' } = {}) {
+export async function submitSignup(client, application, { userId, eventId, occurredAt, signupsStream = 'signups', app } = {}) {
   const id = eventId ?? newEventId();
-  await client.xAdd(signupsStream, '*', { payload: signupPayload(application, { userId, eventId: id, occurredAt }) });
+  checkApp(app, id);
+  const entryId = await client.xAdd(app ? intakeStream(signupsStream, app) : signupsStream, '*', {
+    payload: signupPayload(application, { userId, eventId: id, occurredAt }),
+  });
+  recordSend(client, serviceEventId(app, id), entryId);
   return id;
 }
 
-/** A decision's JSON text as an object; refuses another schema version. Unknown
- * properties are kept (version 1 may gain optional ones). */
-export function parseDecision(text) {
-  let decision;
+/** What the per-event key or channel holds, as an object: a decision (see parseDecision)
+ * or a refusal (`kind: "refusal"`). Throws ContractError for anything else. */
+export function parseAnswer(text) {
+  let answer;
   try {
-    decision = JSON.parse(text);
+    answer = JSON.parse(text);
   } catch (err) {
-    throw new ContractError(`a decision that is not JSON: ${err.message}`);
+    throw new ContractError(`an answer that is not JSON: ${err.message}`);
   }
+  if (answer !== null && typeof answer === 'object' && answer.kind === 'refusal') {
+    if (answer.schema_version !== SCHEMA_VERSION) {
+      throw new ContractError(`refusal schema_version ${JSON.stringify(answer.schema_version)}: this client reads ${SCHEMA_VERSION}`);
+    }
+    for (const name of ['event_id', 'reason', 'message', 'refused_at']) {
+      if (typeof answer[name] !== 'string') throw new ContractError(`refusal without ${name}`);
+    }
+    answer.retryable = answer.retryable === true;
+    return answer;
+  }
+  return checkDecision(answer);
+}
+
+/** A decision's JSON text as an object; refuses another schema version, and throws
+ * RefusedError for a refusal. Unknown properties are kept (version 1 may gain optional
+ * ones). `final` is always set: absent in a decision published before it existed, it
+ * reads as `decision !== "review"`; `review` is null unless a reviewer decided. */
+export function parseDecision(text) {
+  const answer = parseAnswer(text);
+  if (answer.kind === 'refusal') throw new RefusedError(answer);
+  return answer;
+}
+
+function checkDecision(decision) {
   if (decision === null || typeof decision !== 'object' || decision.schema_version !== SCHEMA_VERSION) {
     const version = decision?.schema_version;
     throw new ContractError(`decision schema_version ${JSON.stringify(version)}: this client reads ${SCHEMA_VERSION}`);
@@ -77,44 +184,74 @@ export function parseDecision(text) {
   if (!OUTCOMES.includes(decision.decision)) {
     throw new ContractError(`decision ${JSON.stringify(decision.decision)} is none of ${OUTCOMES.join(', ')}`);
   }
+  if (typeof decision.final !== 'boolean') decision.final = decision.decision !== 'review';
+  if (decision.review === undefined) decision.review = null;
   return decision;
 }
 
-/** The decision if it is out (one GET), else null. */
-export async function getDecision(client, eventId, { decisionsStream = 'decisions' } = {}) {
+// `eventId`: the service's id (serviceEventId).
+async function readAnswer(client, eventId, decisionsStream) {
   const value = await client.get(decisionKey(decisionsStream, eventId));
-  return value === null ? null : parseDecision(value);
+  return value === null ? null : current(client, eventId, parseAnswer(value));
 }
 
-/** Wait up to `timeoutMs` for one event's decision; resolves to it, or to null on timeout.
- * A subscribed connection cannot run GET, so the channel is listened to on a duplicate of
- * `client`, closed before this returns. */
-export async function waitForDecision(client, eventId, timeoutMs, { decisionsStream = 'decisions' } = {}) {
+/** The decision if it is out (one GET), else null; throws RefusedError if the signup was
+ * refused. A `review` is returned as it is (`final: false`) until a reviewer decides. */
+export async function getDecision(client, eventId, { decisionsStream = 'decisions', app } = {}) {
+  checkApp(app);
+  return result(await readAnswer(client, serviceEventId(app, eventId), decisionsStream), false);
+}
+
+/** Wait up to `timeoutMs` for one event's decision; resolves to it, or to null on timeout;
+ * rejects with RefusedError if the signup was refused. With `untilFinal`, a provisional
+ * `review` does not end the wait: the reviewer's final decision does (null if it is not out
+ * in time). A subscribed connection cannot run GET, so the channel is listened to on a
+ * duplicate of `client`, closed before this returns. */
+export async function waitForDecision(client, appEventId, timeoutMs, { decisionsStream = 'decisions', untilFinal = false, app } = {}) {
+  checkApp(app);
+  const eventId = serviceEventId(app, appEventId);
   const deadline = Date.now() + timeoutMs;
   const channel = decisionKey(decisionsStream, eventId);
   const subscriber = client.duplicate();
-  let announce;
+  const messages = [];
+  let wake = () => {};
   let fail;
-  const announced = new Promise((resolve, reject) => {
-    announce = resolve;
+  const failed = new Promise((_resolve, reject) => {
     fail = reject;
   });
-  announced.catch(() => {}); // observed below; never an unhandled rejection
+  failed.catch(() => {}); // observed below; never an unhandled rejection
   subscriber.on('error', fail);
   let timer;
   try {
     await subscriber.connect();
-    await subscriber.subscribe(channel, (message) => announce(message));
-    // Subscribed first: from here on nothing published can be missed by both reads.
-    const held = await client.get(channel);
-    if (held !== null) return parseDecision(held);
-    const timedOut = new Promise((resolve) => {
-      timer = setTimeout(() => resolve(null), Math.max(0, deadline - Date.now()));
+    await subscriber.subscribe(channel, (message) => {
+      messages.push(message);
+      wake();
     });
-    const message = await Promise.race([announced, timedOut]);
-    if (message !== null) return parseDecision(message);
-    // A message lost to a reconnect still left the key.
-    return await getDecision(client, eventId, { decisionsStream });
+    // Subscribed first: from here on nothing published can be missed by both reads.
+    let found = await readAnswer(client, eventId, decisionsStream);
+    while (!settled(found, untilFinal)) {
+      if (messages.length > 0) {
+        found = current(client, eventId, parseAnswer(messages.shift())) ?? found;
+        continue;
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        // A message lost to a reconnect still left the key.
+        found = await readAnswer(client, eventId, decisionsStream);
+        break;
+      }
+      await Promise.race([
+        failed,
+        new Promise((resolve) => {
+          wake = resolve;
+          timer = setTimeout(resolve, remaining);
+        }),
+      ]);
+      clearTimeout(timer);
+      wake = () => {};
+    }
+    return result(found, untilFinal);
   } finally {
     clearTimeout(timer);
     subscriber.off('error', fail);
@@ -126,4 +263,9 @@ export async function waitForDecision(client, eventId, timeoutMs, { decisionsStr
       // already closed
     }
   }
+}
+
+/** `waitForDecision(client, eventId, timeoutMs, { ...options, untilFinal: true })`. */
+export function waitForFinalDecision(client, eventId, timeoutMs, options = {}) {
+  return waitForDecision(client, eventId, timeoutMs, { ...options, untilFinal: true });
 }

@@ -1,6 +1,6 @@
 """Risk model maintenance on the batch instance: weekly retraining, daily drift.
 
-Both DAGs wire `risk.maintenance`; they never run on the realtime instance, so a training
+Both DAGs wire `airflow_adapter.maintenance`; they never run on the realtime instance, so a training
 job cannot delay a decision.
 """
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
+from airflow_adapter import maintenance
 
 
 @dag(
@@ -32,14 +34,10 @@ def risk_model_retrain() -> None:
 
     @task(execution_timeout=timedelta(hours=1))
     def train_challenger(params: dict[str, Any] | None = None) -> str:
-        from risk import maintenance
-
-        return maintenance.train_challenger(int((params or {}).get("repeats", 3)))
+        return maintenance.train_challenger(params)
 
     @task
     def gate_and_promote(version: str) -> dict[str, Any]:
-        from risk import maintenance
-
         return maintenance.gate_and_promote(version)
 
     gate_and_promote(train_challenger())
@@ -60,9 +58,7 @@ def risk_drift() -> None:
 
     @task
     def compute_psi(params: dict[str, Any] | None = None) -> dict[str, float]:
-        from risk import maintenance
-
-        return maintenance.compute_psi(int((params or {}).get("window_days", 7)))
+        return maintenance.compute_psi(params)
 
     compute_psi()
 

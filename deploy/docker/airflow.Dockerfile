@@ -2,7 +2,7 @@
 # The Airflow image, registry.example.com/onboarding-airflow:<package version>
 # (docs/images.md), for both Helm releases (deploy/helm/realtime-values.yaml and
 # batch-values.yaml, `images.airflow`): the official Airflow image plus this project's
-# wheel (onboarding/ with the auth manager, risk/, ...), the DAG folder of each instance
+# wheel (airflow_adapter/ with the auth manager, onboarding/, risk/, ...), the DAG folder of each instance
 # and the realtime instance's airflow_local_settings.py.
 #   docker build -f deploy/docker/airflow.Dockerfile -t registry.example.com/onboarding-airflow:0.1.0 .
 #
@@ -20,8 +20,11 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY onboarding/ onboarding/
 COPY listener/ listener/
+COPY intake/ intake/
 COPY risk/ risk/
+COPY airflow_adapter/ airflow_adapter/
 COPY archiver/ archiver/
+COPY review/ review/
 COPY sla/ sla/
 COPY ops/ ops/
 COPY stack/ stack/
@@ -34,10 +37,12 @@ FROM apache/airflow:3.3.2-python3.11
 # installed). `pip check` fails the build if those pins break a package the base image
 # ships (one of its providers): fix the lock, do not ship a broken set.
 USER airflow
+# The wheel with its `airflow` extra: Airflow's providers the instances use, the model
+# (scikit-learn, skops), the PostgreSQL drivers; not the service image's rq and pyarrow.
 RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/onboarding-wheels \
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
     pip install --no-cache-dir --constraint /tmp/requirements.lock \
-        "apache-airflow==${AIRFLOW_VERSION}" /tmp/onboarding-wheels/onboarding_decisions-*.whl \
+        "apache-airflow==${AIRFLOW_VERSION}" "$(echo /tmp/onboarding-wheels/onboarding_decisions-*.whl)[airflow]" \
  && pip check
 # Each instance's DAG folder; neither is the chart's default ($AIRFLOW_HOME/dags), which
 # stays empty: a release must name its own (`dags.mountPath`, or

@@ -19,16 +19,20 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY onboarding/ onboarding/
 COPY listener/ listener/
+COPY intake/ intake/
 COPY risk/ risk/
+COPY airflow_adapter/ airflow_adapter/
 COPY archiver/ archiver/
+COPY review/ review/
 COPY sla/ sla/
 COPY ops/ ops/
 COPY stack/ stack/
-# The project's wheel and a wheel of every dependency, each at the version
-# requirements.lock pins (a constraint: only what the wheel needs, so none of the lock's
-# development tools). Any dependency published only as source is built here, not in the
-# final image.
-RUN python -m pip wheel --wheel-dir /wheels --constraint requirements.lock .
+# The project's wheel and a wheel of every dependency of its `service` extra (the
+# listener, SLA service, review page, rq worker and archive: no Airflow, no model), each
+# at the version requirements.lock pins (a constraint: only what the extra needs, so none
+# of the lock's development tools). Any dependency published only as source is built
+# here, not in the final image.
+RUN python -m pip wheel --wheel-dir /wheels --constraint requirements.lock ".[service]"
 
 FROM python:3.11.14-slim-bookworm
 ENV PYTHONUNBUFFERED=1 \
@@ -44,14 +48,15 @@ RUN groupadd --system --gid 10001 onboarding \
         --shell /usr/sbin/nologin onboarding
 # Installed from the build stage's wheels only (--no-index), under the same constraint;
 # the wheels are mounted, not copied, so no layer keeps them. The venv has no pip: the
-# base image's pip installs into it. Bytecode is compiled here, so a read-only root
-# filesystem costs nothing at start.
+# base image's pip installs into it, named by its path (PATH finds the venv's python
+# first, which has no pip). Bytecode is compiled here, so a read-only root filesystem
+# costs nothing at start.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
-    python -m venv --without-pip /opt/venv \
- && python -m pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
-        --constraint /tmp/requirements.lock onboarding-decisions \
- && python -m pip --python /opt/venv/bin/python check
+    /usr/local/bin/python -m venv --without-pip /opt/venv \
+ && /usr/local/bin/python -m pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
+        --constraint /tmp/requirements.lock "onboarding-decisions[service]" \
+ && /usr/local/bin/python -m pip --python /opt/venv/bin/python check
 # The processes write only to their volumes (/archive, /tmp where the manifests mount
 # one); the data home below does not exist in the image: mount a volume at
 # $ONBOARDING_HOME for a command that needs it, as the manifests do with ARCHIVE_DIR.

@@ -142,9 +142,13 @@ def test_dry_run_counts_what_a_run_moves_and_changes_nothing(
     assert planned.tables["dag_run"] == 12
 
 
-def _run_cli(url: str, archive_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _run_cli(
+    url: str, archive_dir: Path, kill_after: int | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`onboarding-archive run` in a subprocess; with `kill_after`, SIGKILLed after that many copied batches."""
+    entry = ["archiver"] if kill_after is None else ["testkit.archive_kill", str(kill_after)]
     return subprocess.run(
-        [sys.executable, "-m", "archiver", "run", "--no-lock"],
+        [sys.executable, "-m", *entry, "run", "--no-lock"],
         cwd=PROJECT_ROOT,
         env={
             **os.environ,
@@ -169,7 +173,7 @@ def test_a_run_killed_mid_batch_is_finished_by_the_next_without_loss_or_duplicat
     archiver = make_archiver(metadata_url, engine, archive_dir, batch_size=5)
     before = snapshot(archiver)
 
-    killed = _run_cli(metadata_url, archive_dir, ARCHIVE_TEST_KILL_AFTER_COPIED_BATCHES="2", ARCHIVE_WORKERS=workers)
+    killed = _run_cli(metadata_url, archive_dir, kill_after=2, ARCHIVE_WORKERS=workers)
 
     assert killed.returncode == -9, killed.stderr[-2000:]
     journal = list(archiver.store.batches("realtime"))
@@ -218,7 +222,7 @@ def test_a_run_cleared_after_it_was_copied_is_not_deleted(metadata_url: str, eng
     """The journal says copied, but the run was re-run since: its old copy is withdrawn."""
     runs = seed_runs(engine, 4, OLD)
     archive_dir = tmp_path / "archive"
-    killed = _run_cli(metadata_url, archive_dir, ARCHIVE_TEST_KILL_AFTER_COPIED_BATCHES="1")
+    killed = _run_cli(metadata_url, archive_dir, kill_after=1)
     assert killed.returncode == -9, killed.stderr[-2000:]
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE dag_run SET state = 'queued'"))

@@ -1,12 +1,13 @@
 """The Helm values of both Airflow releases against the official chart's full values schema
-(vendored, offline: tests/deploy/schemas/README.md), and the production set-up the chart
-cannot check: credentials only from Secrets by name, one Redis ACL user per role, the access
-Job, StatsD mapped as Prometheus expects, fast TCP failover on the latency-critical pods."""
+(the one packaged in the vendored chart release, offline: deploy/helm/vendor/README.md), and
+the production set-up the chart cannot check: credentials only from Secrets by name, one
+Redis ACL user per role, the access Job, StatsD mapped as Prometheus expects, fast TCP
+failover on the latency-critical pods."""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import tarfile
 import tomllib
 from collections.abc import Iterator
 from functools import cache
@@ -18,12 +19,10 @@ import pytest
 import yaml
 
 from ops import redis_acl
+from tests.deploy import chart
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM_DIR = ROOT / "deploy" / "helm"
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "airflow-chart-values.schema.json"
-# tests/deploy/schemas/README.md: upstream apache/airflow@002e5532, chart/values.schema.json.
-SCHEMA_SHA256 = "a527d8090ea54d66a3203d0ad9faf0641de96efd41061009a1b79df4c69ebfd5"
 INSTANCES = ("realtime", "batch")
 # Which pods may reach Redis, as which ACL user (ops/redis_acl.py). Keys: where in the values.
 REDIS_USERS = {
@@ -38,8 +37,7 @@ TCP_RTO_SYSCTL = {"name": "net.ipv4.tcp_rto_max_ms", "value": "5000"}
 
 @cache
 def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
-    return loaded
+    return chart.values_schema()
 
 
 def values(instance: str) -> dict[str, Any]:
@@ -55,9 +53,17 @@ def schema_errors(document: dict[str, Any]) -> list[str]:
     return errors
 
 
-def test_the_vendored_schema_is_the_recorded_upstream_file() -> None:
-    assert hashlib.sha256(SCHEMA_PATH.read_bytes()).hexdigest() == SCHEMA_SHA256, "see schemas/README.md"
+def test_the_vendored_chart_is_the_recorded_release_and_the_docs_pin_it() -> None:
+    assert hashlib.sha256(chart.CHART.read_bytes()).hexdigest() == chart.CHART_SHA256, "see vendor/README.md"
+    with tarfile.open(chart.CHART) as archive:
+        member = archive.extractfile("airflow/Chart.yaml")
+        assert member is not None
+        assert yaml.safe_load(member.read())["version"] == chart.CHART_VERSION
     jsonschema.Draft7Validator.check_schema(schema())
+    # The install lines a reader copies name the same chart version.
+    for path in [*(HELM_DIR / f"{i}-values.yaml" for i in INSTANCES), ROOT / "docs" / "operations.md"]:
+        lines = [line for line in path.read_text().splitlines() if "helm upgrade --install" in line]
+        assert lines and all(f"--version {chart.CHART_VERSION}" in line for line in lines), path.name
 
 
 def test_the_schema_resolves_without_network() -> None:
@@ -155,7 +161,7 @@ def test_the_celery_brokers_are_separate_and_have_an_acl_user() -> None:
 def test_the_access_job_runs_onboarding_access_as_its_service_account() -> None:
     job = values("realtime")["createUserJob"]
     assert job["command"] == ["onboarding-access"]
-    assert job["args"] == ["--listener-secret", "onboarding-airflow-listener"]
+    assert job["args"] == ["--listener-secret", "onboarding-airflow-listener", "--sla-secret", "onboarding-airflow-sla"]
     assert job["serviceAccount"] == {"create": False, "name": "onboarding-access", "automountServiceAccountToken": True}
     assert job["applyCustomEnv"] is False  # no Redis credential, no model in the Job
     assert job["env"] == [
@@ -172,7 +178,7 @@ def test_the_access_job_runs_onboarding_access_as_its_service_account() -> None:
     docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rbac) if d}
     assert ("ServiceAccount", "onboarding-access") in docs
     rules = docs[("Role", "onboarding-access")]["rules"]
-    assert [r["resourceNames"] for r in rules] == [["onboarding-airflow-listener"]]
+    assert [r["resourceNames"] for r in rules] == [["onboarding-airflow-listener", "onboarding-airflow-sla"]]
 
 
 def test_batch_has_no_fab_user_job_and_a_shared_admin_password() -> None:
@@ -216,3 +222,35 @@ def test_statsd_goes_to_the_charts_exporter_mapped_as_prometheus_expects(instanc
     expected = [{**mapping["defaults"], **rule} for rule in mapping["mappings"]]
     assert v["statsd"]["overrideMappings"] == expected
     assert all(rule["match"].startswith(metrics["statsd_prefix"] + ".") for rule in expected)
+
+
+def _env_named(node: object, name: str, where: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict]]:
+    if isinstance(node, dict):
+        if node.get("name") == name:
+            yield where, node
+        for key, child in node.items():
+            yield from _env_named(child, name, (*where, str(key)))
+    elif isinstance(node, list):
+        for child in node:
+            yield from _env_named(child, name, where)
+
+
+def test_only_the_batch_workers_hold_the_model_signing_key_and_realtime_verifies_with_the_public_key() -> None:
+    """docs/security.md C15: the private key signs versions where they are trained (the batch
+    workers); every realtime process (the scheduler warms the model, the workers load it)
+    gets only the public key, and both refuse the published development key."""
+    batch, realtime = values("batch"), values("realtime")
+    private = [
+        (where, env) for instance in (batch, realtime) for where, env in _env_named(instance, "MODEL_SIGNING_KEY")
+    ]
+    assert [(where, env["valueFrom"]["secretKeyRef"]) for where, env in private] == [
+        (("workers", "env"), {"name": "onboarding-model-signing", "key": "private"})
+    ]
+    assert private[0][1] in batch["workers"]["env"]
+    assert not list(_env_named(batch, "MODEL_VERIFY_KEY")) and not list(_env_named(realtime, "MODEL_VERIFY_KEY"))
+    assert realtime["secret"] == [
+        {"envName": "MODEL_VERIFY_KEY", "secretName": "onboarding-model-signing", "secretKey": "public"}
+    ]
+    assert not [item for item in batch.get("secret", []) if item["envName"].startswith("MODEL_")]
+    for instance, place in ((batch, batch["workers"]["env"]), (realtime, realtime["env"])):
+        assert {"name": "MODEL_SIGNING_REQUIRE_KEY", "value": "true"} in place

@@ -398,7 +398,8 @@ def test_the_wheel_holds_every_file_of_the_packages(installed: Installed, contex
     assert packages == {top for top in tops if any(fnmatch.fnmatchcase(top, pattern) for pattern in include)}
     missing = sorted(f for f in context if f.split("/")[0] in packages and f not in names)
     assert not missing, f"in the build context but not in the wheel (package-data?): {missing}"
-    assert {"onboarding/schemas/signup.v1.json", "risk/data/german_credit.csv", "onboarding/auth_manager.py"} <= names
+    shipped = {"onboarding/schemas/signup.v1.json", "risk/data/german_credit.csv", "airflow_adapter/auth_manager.py"}
+    assert shipped <= names
 
 
 def test_code_and_data_come_from_the_fresh_venv(installed: Installed) -> None:
@@ -421,17 +422,26 @@ def test_code_and_data_come_from_the_fresh_venv(installed: Installed) -> None:
         assert Path(path).is_relative_to(installed.site_packages), path
 
 
-def _closure(requirements: list[str]) -> dict[str, str]:
-    """Every distribution these requirements pull in (extras and markers evaluated), with
-    the version installed in this venv: what `pip install` of the wheel resolves."""
+def _closure(requirements: list[str], extra: str = "") -> dict[str, str]:
+    """Every distribution these requirements of the wheel pull in with its `extra` (extras
+    and markers evaluated; the wheel's own extras, e.g. airflow's `onboarding-decisions[model]`,
+    expanded from the wheel), with the version installed in this venv: what `pip install` of
+    the wheel with that extra resolves."""
     found: dict[str, str] = {}
     seen: set[tuple[str, str]] = set()
-    todo = [(Requirement(r), "") for r in requirements]
+    own = canonicalize_name(PYPROJECT["project"]["name"])
+    todo = [(Requirement(r), extra) for r in requirements]
     while todo:
-        requirement, extra = todo.pop()
-        if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+        requirement, wanted_by = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": wanted_by}):
             continue
         name = canonicalize_name(requirement.name)
+        if name == own:
+            for wanted in sorted(requirement.extras):
+                if (name, wanted) not in seen:
+                    seen.add((name, wanted))
+                    todo.extend((Requirement(r), wanted) for r in requirements)
+            continue
         dist = distribution(name)
         found[name] = dist.version
         for wanted in ["", *sorted(requirement.extras)]:
@@ -449,15 +459,21 @@ def _wheel_requirements(installed: Installed) -> list[str]:
 
 
 def test_the_lock_pins_every_package_the_images_install(installed: Installed) -> None:
-    """Both images install the wheel under `--constraint requirements.lock`: that fixes
-    every version only if the lock names every package the wheel pulls in, at the version
-    this suite tests."""
-    needed = _closure(_wheel_requirements(installed))
-    assert "apache-airflow" in needed and "rq" in needed
-    unpinned = sorted(name for name in needed if name not in LOCK)
-    assert not unpinned, f"not in requirements.lock: {unpinned}"
-    differ = {name: (LOCK[name], got) for name, got in needed.items() if LOCK[name] != got}
-    assert not differ, f"lock vs tested venv: {differ}"
+    """Each image installs the wheel with its extra under `--constraint requirements.lock`
+    (service.Dockerfile `[service]`, airflow.Dockerfile `[airflow]`): that fixes every version
+    only if the lock names every package the wheel pulls in, at the version this suite tests.
+    The service image's closure has neither Airflow nor the model's libraries."""
+    requirements = _wheel_requirements(installed)
+    service, airflow = _closure(requirements, "service"), _closure(requirements, "airflow")
+    assert "apache-airflow" in airflow and "scikit-learn" in airflow and "psycopg" in airflow
+    assert "rq" in service and "pyarrow" in service and "psycopg" in service
+    heavy = {"apache-airflow", "apache-airflow-core", "celery", "scikit-learn", "numpy", "scipy", "matplotlib"}
+    assert not heavy & set(service), sorted(heavy & set(service))
+    for needed in (service, airflow, _closure(requirements, "dev")):
+        unpinned = sorted(name for name in needed if name not in LOCK)
+        assert not unpinned, f"not in requirements.lock: {unpinned}"
+        differ = {name: (LOCK[name], got) for name, got in needed.items() if LOCK[name] != got}
+        assert not differ, f"lock vs tested venv: {differ}"
 
 
 # --- (b) What the images run, from the fresh venv.
@@ -629,8 +645,10 @@ print("RESULT" + json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": sorted(bag.dags),
     "local_settings": getattr(sys.modules.get("airflow_local_settings"), "__file__", None),
-    "modules": {m: importlib.import_module(m).__file__ for m in ("onboarding.auth_manager", "risk.pipeline")},
-    "auth_manager": importlib.import_module("onboarding.auth_manager").OnboardingFabAuthManager.__name__,
+    "modules": {
+        m: importlib.import_module(m).__file__ for m in ("airflow_adapter.auth_manager", "airflow_adapter.tasks")
+    },
+    "auth_manager": importlib.import_module("airflow_adapter.auth_manager").OnboardingFabAuthManager.__name__,
 }))
 """
 
@@ -706,7 +724,11 @@ def test_the_airflow_image_is_the_locked_airflow_version() -> None:
     (image,) = [i for i in Dockerfile.read(AIRFLOW_DOCKERFILE).base_images() if i.startswith("apache/airflow:")]
     match = re.match(r"apache/airflow:(\d+\.\d+\.\d+)-python(3\.\d+)", image)
     assert match, image
-    pinned = [Requirement(r) for r in PYPROJECT["project"]["dependencies"] if Requirement(r).name == "apache-airflow"]
+    # Airflow is the airflow extra's (the image installs it); the service extra has none.
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    requirements = [Requirement(r) for r in [*PYPROJECT["project"]["dependencies"], *extras["airflow"]]]
+    pinned = [r for r in requirements if r.name == "apache-airflow"]
+    assert not [r for r in map(Requirement, extras["service"]) if r.name.startswith("apache-airflow")]
     assert [str(r.specifier) for r in pinned] == [f"=={match[1]}"]
     assert LOCK["apache-airflow"] == match[1]
     for values in _helm_values().values():

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from listener.settings import ListenerSettings
+from onboarding.settings import StreamSettings, parse_apps
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
@@ -27,10 +28,16 @@ KUBERNETES_VERSION = "1.33.0"
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda.sh-v1alpha1-scaledobject.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): SCHEMAS / "keda.sh-v1alpha1-triggerauthentication.json",
+    # Prometheus Operator v0.93.0 (deploy/k8s/monitoring-operator.yaml; strictly: test_monitoring_jobs.py).
+    **{
+        ("monitoring.coreos.com/v1", kind): SCHEMAS / f"monitoring.coreos.com-v1-{kind.lower()}.json"
+        for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule")
+    },
 }
 MANIFESTS = sorted(K8S_DIR.glob("*.yaml"))
 VALUES = sorted(HELM_DIR.glob("*-values.yaml"))
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY$|_URL$", re.IGNORECASE)
+# A *_REQUIRE_KEY switch (MODEL_SIGNING_REQUIRE_KEY) is a flag, not a key.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(?<!_REQUIRE)_KEY$|_URL$", re.IGNORECASE)
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -54,6 +61,7 @@ def test_the_manifests_cover_every_part() -> None:
         ("Deployment", "onboarding-listener"),
         ("PodDisruptionBudget", "onboarding-listener"),
         ("ScaledObject", "onboarding-listener"),
+        ("Deployment", "onboarding-intake"),
         ("Deployment", "onboarding-rq-worker"),
         ("Deployment", "onboarding-rq-cron"),
         ("CronJob", "onboarding-metadata-archive"),
@@ -62,6 +70,10 @@ def test_the_manifests_cover_every_part() -> None:
         ("ConfigMap", "onboarding-prometheus"),
         ("Deployment", "onboarding-sla"),
         ("Service", "onboarding-sla"),
+        ("Deployment", "onboarding-review"),
+        ("Service", "onboarding-review"),
+        ("ConfigMap", "onboarding-apps"),
+        ("Job", "onboarding-redis-functions"),
     ]:
         assert wanted in kinds
 
@@ -139,9 +151,10 @@ def test_no_liveness_probe_fails_because_redis_is_down() -> None:
     """A Redis outage must not restart every pod: the listener's and SLA service's /livez
     ignore Redis (tests/unit/test_redis_outage.py), the rq worker's check takes --liveness
     (tests/archiver/test_operations.py)."""
-    sla = find("Deployment", "onboarding-sla")["spec"]["template"]["spec"]["containers"][0]
-    assert sla["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert sla["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for name in ("onboarding-sla", "onboarding-review"):  # the review page's /livez: tests/unit/test_review_web.py
+        web = find("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert web["livenessProbe"]["httpGet"]["path"] == "/livez", name
+        assert web["readinessProbe"]["httpGet"]["path"] == "/readyz", name
     worker = find("Deployment", "onboarding-rq-worker")["spec"]["template"]["spec"]["containers"][0]
     assert worker["livenessProbe"]["exec"]["command"] == ["onboarding-archive", "worker-check", "--liveness"]
 
@@ -155,17 +168,35 @@ def test_redis_persists_with_aof_and_has_a_replica() -> None:
     assert "--replicaof onboarding-redis-0.onboarding-redis-headless 6379" in command
 
 
-def test_prometheus_scrapes_the_annotated_pods() -> None:
+def test_prometheus_scrapes_every_pod_that_serves_metrics() -> None:
+    """Each Deployment annotated for scraping has a job of the Kubernetes Prometheus (the job
+    names the rules select on: tests/deploy/test_monitoring_jobs.py) that keeps its pods."""
     config = yaml.safe_load(find("ConfigMap", "onboarding-prometheus")["data"]["prometheus.yml"])
-    jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert {"onboarding-pods", "airflow-statsd"} <= jobs
-    scraped = [
-        doc["metadata"]["name"]
+    kept = {}
+    for job in config["scrape_configs"]:
+        for relabel in job["relabel_configs"]:
+            if relabel["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_component"]:
+                kept[relabel["regex"]] = job["job_name"]
+    scraped = {
+        doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
         for doc in all_documents()
         if doc["kind"] == "Deployment"
         and doc["spec"]["template"]["metadata"].get("annotations", {}).get("prometheus.io/scrape") == "true"
-    ]
-    assert {"onboarding-listener", "onboarding-rq-worker"} <= set(scraped)
+    }
+    assert {
+        "onboarding-listener",
+        "onboarding-intake",
+        "onboarding-rq-worker",
+        "onboarding-sla",
+        "onboarding-review",
+    } <= set(scraped)
+    assert {name: kept.get(component) for name, component in scraped.items()} == {
+        "onboarding-listener": "onboarding-listener",
+        "onboarding-intake": "onboarding-intake",
+        "onboarding-rq-worker": "onboarding-rq",
+        "onboarding-sla": "onboarding-sla",
+        "onboarding-review": "onboarding-review",
+    }
 
 
 def _pod(doc: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +256,9 @@ def test_every_image_is_pinned(doc: dict[str, Any]) -> None:
 # Which ACL user (ops/redis_acl.py) each component's REDIS_URL must name.
 REDIS_ROLE = {
     "onboarding-listener": "listener",
+    "onboarding-intake": "intake",
     "onboarding-sla": "sla",
+    "onboarding-review": "reviewer",
     "onboarding-rq-worker": "worker",
     "onboarding-rq-cron": "worker",
     "onboarding-metadata-archive": "worker",
@@ -262,7 +295,11 @@ def test_redis_loads_every_role_from_the_rendered_acl_file_with_the_default_user
         (init,) = pod["initContainers"]
         assert init["args"] == ["onboarding-redis-acl", "render", "--server", "--output", aclfile.group(1)]
         wanted = {f"REDIS_ACL_PASSWORD_{role.name.upper()}_FILE" for role in [*roles(), *SERVER_ROLES]}
-        assert {env["name"] for env in init["env"]} == wanted
+        names = {env["name"] for env in init["env"]}
+        # Besides the fixed roles: ONBOARDING_APPS and one password file per app (see below).
+        assert wanted | {"ONBOARDING_APPS"} <= names
+        extra = names - wanted - {"ONBOARDING_APPS"}
+        assert all(re.fullmatch(r"REDIS_ACL_PASSWORD_APP_[A-Z0-9_]+_FILE", n) for n in extra), extra
         (redis_container,) = pod["containers"]
         mounts = {m["mountPath"]: m["name"] for m in redis_container["volumeMounts"]}
         assert mounts[str(Path(aclfile.group(1)).parent)] == "acl"
@@ -273,17 +310,83 @@ def test_redis_loads_every_role_from_the_rendered_acl_file_with_the_default_user
         assert "--user probe" in redis_container["readinessProbe"]["exec"]["command"][-1]
 
 
+def _apps_ref(container: dict[str, Any]) -> dict[str, Any]:
+    (env,) = [e for e in container["env"] if e["name"] == "ONBOARDING_APPS"]
+    return env["valueFrom"]["configMapKeyRef"]
+
+
+def test_the_listener_and_the_acl_render_agree_on_onboarding_apps(tmp_path: Path) -> None:
+    """The apps whose intakes the intake process forwards (and whose ids the listener prefixes)
+    are the apps whose users Redis' ACL file holds: all read ONBOARDING_APPS from the same
+    ConfigMap key, each ACL init container has a
+    password file (Secret onboarding-redis-acl, key app-<name>) for every app listed, and with
+    the documented example `web` the init container's environment renders `user app-web on`."""
+    from ops.redis_acl import render
+
+    listener = find("Deployment", "onboarding-listener")["spec"]["template"]["spec"]["containers"][0]
+    ref = _apps_ref(listener)
+    intake = find("Deployment", "onboarding-intake")["spec"]["template"]["spec"]["containers"][0]
+    assert _apps_ref(intake) == ref
+    configmap = find("ConfigMap", ref["name"])
+    apps = parse_apps(configmap["data"][ref["key"]])
+    for name in ("onboarding-redis", "onboarding-redis-replica"):
+        (init,) = _pod(find("StatefulSet", name))["initContainers"]
+        assert _apps_ref(init) == ref, name
+        files = {e["name"]: e["value"] for e in init["env"] if e["name"].endswith("_FILE")}
+        for app in {*apps, "web"}:  # the configured apps and the documented example
+            env_name = f"REDIS_ACL_PASSWORD_APP_{app.upper().replace('-', '_')}_FILE"
+            assert files.get(env_name) == f"/run/secrets/redis-acl/app-{app}", (name, app)
+        for env_name, path in files.items():  # every password file is a key of the ACL Secret
+            assert path.startswith("/run/secrets/redis-acl/"), env_name
+        # What the init container renders, with the Secret's keys as files and apps=web.
+        environ = {"ONBOARDING_APPS": "web"}
+        for env_name, path in files.items():
+            local = tmp_path / Path(path).name
+            local.write_text(f"pw-{local.name}")
+            environ[env_name] = str(local)
+        rendered = render(StreamSettings.from_env(environ), environ, server=True)
+        assert re.search(r"^user app-web reset on #[0-9a-f]{64} ", rendered, re.MULTILINE), name
+    # Neither holds an app's password.
+    for container in (listener, intake):
+        assert not any(e["name"].startswith("REDIS_ACL_PASSWORD") for e in container["env"])
+
+
+def test_the_redis_functions_job_loads_both_libraries_as_admin() -> None:
+    """A fresh production Redis gets the `onboarding` and `onboarding_intake` libraries from
+    the release's Job (deploy/k8s/redis-functions-job.yaml) before the listener FCALLs them,
+    as the Redis `admin` user from the ACL Secret; no other pod holds the admin password."""
+    job = find("Job", "onboarding-redis-functions")
+    (container,) = _pod(job)["containers"]
+    # Kubernetes expands $(REDIS_ADMIN_PASSWORD) in args from the container's env.
+    assert container["args"] == [
+        "onboarding-redis-acl",
+        "load-functions",
+        "--url",
+        "redis://admin:$(REDIS_ADMIN_PASSWORD)@onboarding-redis.onboarding.svc:6379/0",
+    ]
+    (env,) = container["env"]
+    assert env["name"] == "REDIS_ADMIN_PASSWORD"
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "onboarding-redis-acl", "key": "admin"}
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert _pod(job)["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] > 0
+    for doc in WORKLOADS:
+        if doc["metadata"]["name"] != job["metadata"]["name"]:
+            refs = [e["valueFrom"]["secretKeyRef"] for e in _envs(doc) if "secretKeyRef" in e.get("valueFrom", {})]
+            assert {"name": "onboarding-redis-acl", "key": "admin"} not in refs, doc["metadata"]["name"]
+
+
 def test_the_access_job_may_touch_exactly_the_listener_secret_that_the_pods_mount() -> None:
     """The Helm user Job (deploy/helm/realtime-values.yaml) runs as onboarding-access; its Role
-    is what tests/unit/test_access_secret.py's fake API enforces."""
-    secret = find("Secret", "onboarding-airflow-listener")
-    assert not secret.get("data")
+    is what tests/unit/test_access_secret.py's fake API enforces. The listener and the SLA
+    service each mount their own Airflow user's Secret (the SLA's user is read-only)."""
+    for name in ("onboarding-airflow-listener", "onboarding-airflow-sla"):
+        assert not find("Secret", name).get("data")
     role = find("Role", "onboarding-access")
     assert role["rules"] == [
         {
             "apiGroups": [""],
             "resources": ["secrets"],
-            "resourceNames": ["onboarding-airflow-listener"],
+            "resourceNames": ["onboarding-airflow-listener", "onboarding-airflow-sla"],
             "verbs": ["get", "patch"],
         }
     ]
@@ -291,7 +394,12 @@ def test_the_access_job_may_touch_exactly_the_listener_secret_that_the_pods_moun
     assert binding["roleRef"]["name"] == "onboarding-access"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "onboarding-access"}]
     find("ServiceAccount", "onboarding-access")
-    for name in ("onboarding-listener", "onboarding-sla"):
+    for name, secret, user in (
+        ("onboarding-listener", "onboarding-airflow-listener", "listener"),
+        ("onboarding-sla", "onboarding-airflow-sla", "sla"),
+    ):
         pod = _pod(find("Deployment", name))
-        volumes = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
-        assert volumes == ["onboarding-airflow-listener"], name
+        volumes = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v and "airflow" in v["name"]]
+        assert volumes == [secret], name
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["AIRFLOW_USERNAME"] == user, name

@@ -13,6 +13,8 @@ from testkit.realtime import RealtimeStack, running_realtime
 
 LATENCIES: dict[str, list[float]] = {}
 REPORT: list[str] = []
+# tests/e2e/test_containers.py: image sizes, build and start times, the decision.
+CONTAINERS: list[str] = []
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -37,4 +39,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if REPORT:
         terminalreporter.section("delivery guarantees under failure")
         for line in REPORT:
+            terminalreporter.write_line(line)
+    if CONTAINERS:
+        terminalreporter.section("container e2e (both images built here, run with podman)")
+        for line in CONTAINERS:
             terminalreporter.write_line(line)

@@ -16,6 +16,7 @@ import redis
 from onboarding.publisher import publish_signup
 from risk import drift
 from risk.artifacts import current_version
+from risk.integrity import Signer, sign_version
 from risk.model import load_training_data
 from risk.registry import history
 from risk.samples import new_signup
@@ -50,6 +51,8 @@ def batch(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path):
         "review_capacity": settings.review_capacity,
     }
     champion.write_text(json.dumps(meta))
+    # Signed as edited: promotion verifies versions, and an unverifiable champion is not defended.
+    sign_version(champion.parent, Signer())
     instance = AirflowInstance(
         InstanceSpec.from_deploy("batch", home, free_port(), free_port()),
         {
@@ -73,6 +76,7 @@ def test_retraining_promotes_a_challenger_through_the_gate(batch) -> None:
     assert (model_dir / after / "MODEL_CARD.md").is_file()
     assert (model_dir / after / "roc.png").is_file()
     assert history(model_dir)[-1]["version"] == after
+    assert history(model_dir)[-1]["reasons"][0].startswith("cost per applicant")  # compared with the champion
 
 
 def test_drift_dag_publishes_psi(batch) -> None:

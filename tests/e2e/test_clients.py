@@ -6,6 +6,11 @@ stalls intermittently under the FAB auth manager) and one listener serve the mod
 anything is submitted, the app opens a feed (its own consumer group on the decisions
 stream); then `node clients/node/example.mjs` submits one signup and prints its decision,
 and `OnboardingClient.submit` + `wait` decide another. The feed must deliver both.
+
+Then the per-app path, every process as its own ACL user: the intake process (user `intake`,
+ONBOARDING_APPS=web) and a listener (user `listener`, the only one left) serve an app with
+its own user `app-web`, whose Python client (app="web") submits to its intake, waits for
+the decision under `web:<event id>` and reads it from its own feed `<decisions>:app:web`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,10 @@ class Clients:
     python_seconds: float
     feed: list[FeedItem] = field(default_factory=list)
     feed_pending_after_ack: int = -1
+    app_event_id: str = ""
+    app_decision: Decision | None = None
+    app_seconds: float = -1.0
+    app_feed: list[FeedItem] = field(default_factory=list)
 
 
 def _app_url(user: str, password: str) -> str:
@@ -112,7 +121,12 @@ def clients(
     users: list[str] = []
     try:
         with running_realtime("postgres", home, trained_model_dir, request.session, "clients") as stack:
-            users = apply(admin, stack.streams, {"REDIS_ACL_PASSWORD_APP": password}, user_prefix=prefix)
+            streams_with_app = replace(stack.streams, apps=("web",))
+            roles = ("APP_WEB", "INTAKE", "LISTENER")
+            passwords = {f"REDIS_ACL_PASSWORD_{role}": f"{password}-{role}" for role in roles}
+            users = apply(
+                admin, streams_with_app, {"REDIS_ACL_PASSWORD_APP": password, **passwords}, user_prefix=prefix
+            )
             app_url = _app_url(f"{prefix}app", password)
             stack.start_listener()
             streams = {
@@ -134,6 +148,27 @@ def clients(
                 reader.join(timeout=30)
                 pending = app.redis.xpending(stack.streams.decisions_stream, FEED_GROUP)
                 result.feed_pending_after_ack = int(pending["pending"])
+                # The per-app path: intake process and listener as their own users, the app as app-web.
+                stack.start_intake(
+                    ONBOARDING_APPS="web", REDIS_URL=_app_url(f"{prefix}intake", passwords["REDIS_ACL_PASSWORD_INTAKE"])
+                )
+                for process in stack.listeners:
+                    process.stop(timeout_s=20)
+                listener_url = _app_url(f"{prefix}listener", passwords["REDIS_ACL_PASSWORD_LISTENER"])
+                stack.start_listener(ONBOARDING_APPS="web", REDIS_URL=listener_url)
+                web_url = _app_url(f"{prefix}app-web", passwords["REDIS_ACL_PASSWORD_APP_WEB"])
+                web = OnboardingClient.from_url(web_url, app="web", **streams)
+                try:
+                    web_feed = web.feed("web-e2e", "pod-1", block_s=1)  # its own stream's group, before submitting
+                    started = time.monotonic()
+                    result.app_event_id = web.submit(sample_application(), user_id="web-e2e")
+                    result.app_decision = web.wait(result.app_event_id, timeout_s=WAIT_S)
+                    result.app_seconds = time.monotonic() - started
+                    reader = threading.Thread(target=_read_feed, args=(web_feed, 1, result.app_feed), daemon=True)
+                    reader.start()
+                    reader.join(timeout=30)
+                finally:
+                    web.close()
                 yield result
             finally:
                 app.close()
@@ -142,6 +177,12 @@ def clients(
         if users:
             admin.execute_command("ACL", "DELUSER", *users)
         admin.close()
+
+
+def _as_published(printed: dict[str, Any]) -> dict[str, Any]:
+    """The Node client's decision as the service published it: the client fills in
+    `review: null` on decisions no reviewer made (onboarding.d.ts), the service omits it."""
+    return {k: v for k, v in printed.items() if not (k == "review" and v is None)}
 
 
 def _node_decision(clients: Clients) -> dict[str, Any]:
@@ -162,7 +203,7 @@ def test_the_node_example_prints_the_decision_the_service_holds(clients: Clients
     assert decision["error"] is None
     held = clients.stack.redis.get(decision_key(clients.stack.streams.decisions_stream, decision["event_id"]))
     assert held is not None
-    assert json.loads(held) == decision
+    assert json.loads(held) == _as_published(decision)
     assert f"submitted {decision['event_id']}" in clients.node.stderr
 
 
@@ -183,7 +224,7 @@ def test_the_apps_feed_receives_both_decisions_and_acknowledges_them(clients: Cl
     node = _node_decision(clients)
     fed = {item.decision.event_id: item.decision for item in clients.feed}
     assert set(fed) == {node["event_id"], clients.python_event_id}
-    assert dict(fed[node["event_id"]].raw) == node
+    assert dict(fed[node["event_id"]].raw) == _as_published(node)
     assert clients.python_decision is not None
     assert dict(fed[clients.python_event_id].raw) == dict(clients.python_decision.raw)
     assert clients.feed_pending_after_ack == 0
@@ -206,3 +247,26 @@ def test_the_app_user_cannot_read_signups(clients: Clients) -> None:
             app.xrange(clients.stack.streams.signups_stream)
     finally:
         app.close()
+
+
+def test_an_apps_own_user_is_decided_through_the_intake_process_and_a_least_privilege_listener(
+    clients: Clients,
+) -> None:
+    """Issue 28: the app submits to its intake as `app-web`; the intake process (user `intake`)
+    forwards it, the listener (user `listener`: no XADD on signups, no XTRIM) triggers the real
+    run with the app in its conf, and the decision comes back under the app's namespace and on
+    the app's own feed."""
+    decision = clients.app_decision
+    assert decision is not None, f"no decision for web:{clients.app_event_id} within {WAIT_S} s"
+    assert decision.event_id == f"web:{clients.app_event_id}"
+    assert decision.user_id == "web-e2e" and decision.outcome in ("approve", "review", "decline")
+    assert decision_errors(dict(decision.raw)) == []
+    intake = clients.stack.streams.signups_stream + ":app:web"
+    assert clients.stack.redis.xlen(intake) == 0  # forwarded, then emptied
+    # The run carried the app: the real task published the decision to web's own feed too,
+    # which app-web's client read through its group (the only stream that user may read).
+    assert [dict(item.decision.raw) for item in clients.app_feed] == [dict(decision.raw)]
+    feed = clients.stack.streams.decisions_stream + ":app:web"
+    assert clients.stack.redis.xlen(feed) == 1
+    assert clients.stack.redis.xpending(feed, "web-e2e")["pending"] == 0
+    REPORT.append(f"per-app: app-web submit -> {decision.outcome} in {clients.app_seconds:.1f} s, also on its feed")

@@ -27,6 +27,7 @@ import redis
 
 from onboarding.publisher import publish_raw
 from onboarding.settings import StreamSettings
+from onboarding.untrusted import field_of
 from ops.redis_acl import apply
 from risk.samples import new_signup
 from testkit.realtime import E2E_REDIS_URL, RealtimeStack, running_realtime
@@ -40,6 +41,22 @@ TEMPLATE = "{{ 'secrendered' ~ 4242 }}"
 CANARY = Path(tempfile.gettempdir()) / f"sec-canary-{uuid.uuid4().hex[:10]}"
 
 KNOWN_REASONS = {"invalid_value", "wrong_type", "invalid_timestamp", "out_of_range", "not_json", "unknown_field"}
+
+
+def poison_payloads() -> list[tuple[str, str]]:
+    """(expected reason, raw payload): entries that crashed the listener before they were
+    bounded (issue 28). They are published before the corpus: the honest signups behind
+    them must still be decided by the same listener process."""
+    big_number = json.dumps(new_signup()).replace('"credit_amount": ', '"credit_amount": ' + "9" * 5_000 + ', "x": ', 1)
+    return [
+        ("too_deep", "[" * 5_000 + "]" * 5_000),
+        ("too_deep", '{"a":' * 3_000 + "1" + "}" * 3_000),
+        ("oversize", "[" * 200_000),
+        ("oversize", "x" * (4 * 1024 * 1024)),
+        ("invalid_value", big_number),
+        ("invalid_value", json.dumps(new_signup(event_id=f"evt-nl-{uuid.uuid4().hex[:8]}\n"))),
+        ("invalid_value", json.dumps(new_signup(user_id="user-nl\n"))),
+    ]
 
 
 def hostile_events() -> list[tuple[str, dict | str]]:
@@ -106,6 +123,8 @@ class Secured:
     events: dict[str, dict]
     decisions: dict[str, dict]
     dead: list[dict[str, str]]
+    listener_pid: int | None
+    poison: list[tuple[str, str]]
 
 
 def _redis_url(user: str, password: str) -> str:
@@ -143,7 +162,10 @@ def secured(
         task_url = _redis_url(f"{prefix}publisher", passwords["publisher"])
         with running_realtime(db, home, trained_model_dir, request.session, name, task_redis_url=task_url) as stack:
             assert stack.streams == streams
-            _process, port = stack.start_listener(REDIS_URL=_redis_url(f"{prefix}listener", passwords["listener"]))
+            process, port = stack.start_listener(REDIS_URL=_redis_url(f"{prefix}listener", passwords["listener"]))
+            poison = poison_payloads()
+            for _reason, raw in poison:
+                publish_raw(admin, streams.signups_stream, raw)
             values = json.loads((home / "secrets.json").read_text())
             known = {
                 "redis listener password": passwords["listener"],
@@ -161,14 +183,14 @@ def secured(
                 expected[event["event_id"]] = outcome
                 events[event["event_id"]] = event
                 publish_raw(admin, streams.signups_stream, json.dumps(event, ensure_ascii=False))
-            decisions, dead = _settle(stack, expected, timeout_s=420)
-            yield Secured(stack, port, known, expected, events, decisions, dead)
+            decisions, dead = _settle(stack, len(expected) + len(poison), timeout_s=420)
+            yield Secured(stack, port, known, expected, events, decisions, dead, process.pid(), poison)
     finally:
         admin.execute_command("ACL", "DELUSER", *users)
         admin.close()
 
 
-def _settle(stack: RealtimeStack, expected: dict[str, str], timeout_s: float) -> tuple[dict, list]:
+def _settle(stack: RealtimeStack, expected: int, timeout_s: float) -> tuple[dict, list]:
     """Wait until every event has a decision or a dead letter (or time out)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -181,7 +203,7 @@ def _settle(stack: RealtimeStack, expected: dict[str, str], timeout_s: float) ->
             for _id, fields in stack.redis.xrange(stack.streams.dead_letter_stream)
         ]
         settled = len(decisions) + len(dead)
-        if settled >= len(expected) or time.monotonic() > deadline:
+        if settled >= expected or time.monotonic() > deadline:
             return decisions, dead
         time.sleep(1)
 
@@ -189,11 +211,9 @@ def _settle(stack: RealtimeStack, expected: dict[str, str], timeout_s: float) ->
 def test_every_hostile_event_is_decided_verbatim_or_dead_lettered_with_its_reason(secured: Secured) -> None:
     dead_by_event: dict[str, dict[str, str]] = {}
     for letter in secured.dead:
-        try:
-            original = json.loads(letter["original.payload"])
-        except ValueError:
-            continue
-        dead_by_event[original.get("event_id")] = letter
+        event_id = field_of(letter["original.payload"], "event_id")
+        if isinstance(event_id, str):
+            dead_by_event[event_id] = letter
     for event_id, outcome in secured.expected.items():
         if outcome == "decided":
             assert event_id in secured.decisions, f"no decision for {event_id[:40]!r}"
@@ -207,7 +227,26 @@ def test_every_hostile_event_is_decided_verbatim_or_dead_lettered_with_its_reaso
             assert event_id in dead_by_event, f"{event_id[:40]!r} was neither decided nor dead-lettered"
             assert dead_by_event[event_id]["reason"] in KNOWN_REASONS, dead_by_event[event_id]
             assert dead_by_event[event_id]["detail"]
-    assert len(secured.dead) == sum(1 for o in secured.expected.values() if o == "dead")
+    assert len(secured.dead) == sum(1 for o in secured.expected.values() if o == "dead") + len(secured.poison)
+
+
+def test_poison_entries_never_stop_the_listener_and_are_dead_lettered_bounded(secured: Secured) -> None:
+    """Deep nesting, oversize entries, a 5,000-digit number and ids ending in a newline,
+    published ahead of the honest signups: the same listener process lives and decided
+    those behind them (previous test), and each poison entry is a bounded dead letter."""
+    (listener,) = secured.stack.listeners
+    assert secured.listener_pid is not None
+    assert listener.pid() == secured.listener_pid, "the listener process died (or was replaced)"
+    reasons = sorted(letter["reason"] for letter in secured.dead if letter["reason"] in ("too_deep", "oversize"))
+    assert reasons == sorted(r for r, _ in secured.poison if r in ("too_deep", "oversize"))
+    honest = [e for e, o in secured.expected.items() if o == "decided"]
+    assert honest and all(e in secured.decisions for e in honest)
+    for letter in secured.dead:
+        assert len(letter["original.payload"]) <= 64 * 1024
+    cut = [letter for letter in secured.dead if "truncated.payload" in letter]
+    assert len(cut) == 2 and all("sha256:" in letter["truncated.payload"] for letter in cut)
+    health = httpx.get(f"http://127.0.0.1:{secured.metrics_port}/healthz", timeout=10)
+    assert health.status_code == 200
 
 
 def test_nothing_the_events_carried_was_executed_or_rendered(secured: Secured) -> None:
@@ -363,6 +402,32 @@ def test_listener_credential_is_refused_everywhere_else(secured: Secured) -> Non
     assert httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/{run_id}/taskInstances", headers=admin).status_code == 200
 
 
+def test_sla_credential_reads_onboarding_runs_and_nothing_else(secured: Secured) -> None:
+    """Issue 28, item 6: the SLA service's own user (role OnboardingSla, ops/access.py) reads
+    the onboarding DAG and its runs, what its overdue look-ups need, and gets 403 on
+    everything else, triggering and clearing runs included (re-driving is the admin's)."""
+    api = secured.stack.instance.spec.api_url
+    password = secured.stack.instance.sla_password_file.read_text().strip()
+    assert password != secured.stack.instance.listener_password_file.read_text().strip()
+    token = httpx.post(f"{api}/auth/token", json={"username": "sla", "password": password}, timeout=30)
+    token.raise_for_status()
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    run_id = next(d["run_id"] for d in secured.decisions.values())
+    for path in ("/api/v2/dags/onboarding", f"/api/v2/dags/onboarding/dagRuns/{run_id}"):
+        assert httpx.get(f"{api}{path}", headers=headers, timeout=30).status_code == 200, path
+    writes = [
+        ("POST", "/api/v2/dags/onboarding/dagRuns", {"dag_run_id": "signup__sla-probe", "logical_date": None}),
+        ("POST", "/api/v2/dags/onboarding/dagRuns/{run_id}/clear", {"dry_run": False}),
+    ]
+    refused = {}
+    for method, path, body in PROBES + writes:
+        url = f"{api}{path.format(run_id=run_id)}"
+        refused[f"{method} {path}"] = httpx.request(method, url, headers=headers, json=body, timeout=30).status_code
+    assert refused == {probe: 403 for probe in refused}
+    admin = secured.stack.admin_headers()
+    assert httpx.get(f"{api}/api/v2/dags/onboarding/dagRuns/signup__sla-probe", headers=admin).status_code == 404
+
+
 def test_the_kubernetes_access_job_writes_a_listener_credential_that_works_and_only_for_its_job(
     secured: Secured, tmp_path: Path
 ) -> None:
@@ -443,3 +508,25 @@ def test_every_decision_keeps_the_contract_and_task_logs_name_events_by_key(secu
     assert set(by_event) == set(secured.decisions), "one keyed publish line per decision"
     for event_id, record in by_event.items():
         assert record["run_id"] == secured.decisions[event_id]["run_id"] and record["entry_id"]
+
+
+def test_every_refused_signup_with_an_addressable_event_id_is_answered(secured: Secured) -> None:
+    """No signup without an answer: each dead letter whose entry carries a well-formed event id
+    (one an app can wait on) has its refusal on that id's decision key, with the dead letter's
+    reason, written in the same transaction (refused_at is the dead letter's dead_at)."""
+    import re
+
+    well_formed = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~+-]{0,127}")
+    stack = secured.stack
+    answered = 0
+    for letter in secured.dead:
+        event_id = field_of(letter["original.payload"], "event_id")
+        if not isinstance(event_id, str) or not well_formed.fullmatch(event_id):
+            continue
+        raw = stack.redis.get(f"{stack.streams.decisions_stream}:event:{event_id}")
+        assert raw is not None, f"{event_id[:40]!r} was refused ({letter['reason']}) but not answered"
+        refusal = json.loads(raw)
+        assert refusal["kind"] == "refusal" and refusal["reason"] == letter["reason"]
+        assert refusal["refused_at"] == letter["dead_at"]
+        answered += 1
+    assert answered >= 8, "the corpus refuses at least eight signups with well-formed ids"

@@ -65,6 +65,13 @@ NOT_SCRAPED_HERE = {  # fed by the StatsD exporter (not packaged for Debian); th
         "histogram_quantile(0.95, sum by (le, dag_id, job) (rate(airflow_dagrun_duration_seconds_bucket[15m])))",
     )
 }
+NEEDS_THE_BATCH_INSTANCE = {  # its alert: deploy/prometheus/tests/rules_drift_test.yml (promtool)
+    expr: "the batch instance's daily drift DAG stores the PSI (risk/drift.py); this test runs no batch instance"
+    for expr in (
+        "max by (feature) (onboarding_risk_feature_psi)",
+        "time() - max(onboarding_risk_drift_computed_timestamp_seconds)",
+    )
+}
 
 
 class StatsdSink:
@@ -301,7 +308,7 @@ def test_every_dashboard_panel_query_returns_data_from_the_real_prometheus(
 ) -> None:
     m = monitored
     exprs = {grafana_query(expr): title for title, expr in dashboard_exprs()}
-    exempt = {**NEEDS_A_FAULT, **NOT_SCRAPED_HERE}
+    exempt = {**NEEDS_A_FAULT, **NOT_SCRAPED_HERE, **NEEDS_THE_BATCH_INSTANCE}
     assert set(exempt) <= set(exprs), set(exempt) - set(exprs)  # the lists follow the dashboard
     for expr in exempt:
         m.query(expr)  # it still parses and runs
@@ -310,7 +317,14 @@ def test_every_dashboard_panel_query_returns_data_from_the_real_prometheus(
         return [f"{exprs[expr]}: {expr}" for expr in exprs if expr not in exempt and not m.query(expr)]
 
     # Recording rules are evaluated every 30 s, and rates need two scrapes of the traffic.
-    eventually(lambda: not empty(), "data for every dashboard query", timeout_s=120, every_s=3)
+    # A loaded CI host has been seen to need more than 120 s; the message names what is missing.
+    deadline = time.monotonic() + 180
+    missing = empty()
+    while missing and time.monotonic() < deadline:
+        time.sleep(3)
+        with contextlib.suppress(httpx.HTTPError):
+            missing = empty()
+    assert not missing, f"dashboard panels without data after 180 s: {missing}"
 
 
 def test_an_overdue_signup_is_listed_alerted_and_redriven(monitored: Monitored, traffic: list[str]) -> None:

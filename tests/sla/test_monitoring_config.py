@@ -16,9 +16,11 @@ from prometheus_client import CollectorRegistry
 
 from archiver.metrics import StoreCollector
 from archiver.store import ArchiveStore
+from intake.metrics import IntakeMetrics
 from listener.metrics import ListenerMetrics
 from risk.drift import DriftCollector
 from sla.metrics import SchedulerCollector, SlaMetrics, StreamCollector
+from sla.review import ReviewQueueCollector
 from sla.settings import SlaSettings
 from testkit.services import require
 from tests.conftest import TEST_REDIS_URL
@@ -27,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "onboarding-sla.json"
+RULE_TESTS = (
+    "tests/rules_test.yml",
+    "tests/rules_archive_test.yml",
+    "tests/rules_review_test.yml",
+    "tests/rules_model_test.yml",
+    "tests/rules_drift_test.yml",
+)
 PROMQL_WORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
     "inf", "nan", "time",
@@ -42,13 +51,14 @@ def promtool() -> str:
 def exposed_metric_names(client: redis.Redis, tmp_path: Path) -> set[str]:
     """Every series name our processes can expose (counters with _total, histograms with suffixes)."""
     settings = SlaSettings()
-    registries = [SlaMetrics(settings).registry, ListenerMetrics().registry]
+    registries = [SlaMetrics(settings).registry, ListenerMetrics().registry, IntakeMetrics().registry]
     extra = CollectorRegistry()
     for collector in (
         StreamCollector(client, settings),
         SchedulerCollector(()),
         StoreCollector(ArchiveStore(tmp_path)),
         DriftCollector(client),
+        ReviewQueueCollector(client),
     ):
         extra.register(collector)
     names = {"up"}
@@ -109,7 +119,7 @@ def test_rules_are_valid_and_pass_their_unit_tests() -> None:
     check = subprocess.run([tool, "check", "rules", *map(str, RULE_FILES)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     unit = subprocess.run(
-        [tool, "test", "rules", "tests/rules_test.yml", "tests/rules_archive_test.yml"],
+        [tool, "test", "rules", *RULE_TESTS],
         cwd=PROMETHEUS,
         capture_output=True,
         text=True,
@@ -135,9 +145,14 @@ def test_the_issue_s_alerts_exist_with_their_windows() -> None:
     assert "ratio_rate6h > 1 " in alerts["SLOBurnRateTicket"]["expr"]
     for name in (
         "ListenerDown", "SignupLagGrowing", "DeadLettersArriving", "DecisionsOverdue", "ArchiveNotSuccessful",
-        "SchedulerHeartbeatMissing",
+        "SchedulerHeartbeatMissing", "ReviewQueueBacklog", "ReviewCasesOverdue", "ModelIntegrityFailure",
+        "RiskFeatureDrift",
     ):  # fmt: skip
         assert name in alerts
+    assert alerts["ReviewCasesOverdue"]["expr"].strip() == "onboarding_review_overdue_cases > 0"
+    assert "> 0.8 * onboarding_review_case_deadline_seconds" in alerts["ReviewQueueBacklog"]["expr"]
+    # risk/drift.py: above 0.25 the population has shifted; one alert per feature, not per listener.
+    assert alerts["RiskFeatureDrift"]["expr"].strip() == "max by (feature) (onboarding_risk_feature_psi) > 0.25"
 
 
 def test_every_alert_has_a_runbook_section() -> None:
@@ -159,7 +174,11 @@ def test_runbook_urls_are_absolute_from_one_base_in_every_prometheus_config() ->
     expand it (rules_test.yml: https://runbooks.example.com/...#sloburnratefast)."""
     import re
 
-    k8s = yaml.safe_load((ROOT / "deploy" / "k8s" / "prometheus.yaml").read_text())["data"]["prometheus.yml"]
+    (k8s,) = [
+        doc["data"]["prometheus.yml"]
+        for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "prometheus.yaml").read_text())
+        if doc["metadata"]["name"] == "onboarding-prometheus"
+    ]
     configs = {"deploy/prometheus/prometheus.yml": (PROMETHEUS / "prometheus.yml").read_text(), "deploy/k8s": k8s}
     for where, text in configs.items():
         base = yaml.safe_load(text)["global"]["external_labels"]["runbook_base_url"]
@@ -171,8 +190,8 @@ def test_runbook_urls_are_absolute_from_one_base_in_every_prometheus_config() ->
     texts = [p["options"]["content"] for p in dashboard["panels"] if p.get("type") == "text"]
     assert all("docs/runbooks.md" not in text for text in texts)
     assert any("${runbook_base_url}#decisionsoverdue" in text for text in texts)
-    for test_file in ("rules_test.yml", "rules_archive_test.yml"):
-        spec = yaml.safe_load((PROMETHEUS / "tests" / test_file).read_text())
+    for test_file in RULE_TESTS:
+        spec = yaml.safe_load((PROMETHEUS / test_file).read_text())
         urls = [
             (test["external_labels"]["runbook_base_url"], alert["exp_annotations"]["runbook_url"])
             for test in spec["tests"]
@@ -231,7 +250,7 @@ def test_dashboard_covers_what_on_call_needs() -> None:
     titles = " | ".join(title for title, _expr in dashboard_exprs()).lower()
     for topic in (
         "burn rate", "latency", "per-stage", "decisions per second", "outcomes", "lag", "dead letters", "overdue",
-        "scheduler", "archive",
+        "scheduler", "archive", "review queue depth", "overdue review cases", "oldest review case", "drift (psi)",
     ):  # fmt: skip
         assert topic in titles, topic
     assert TEST_REDIS_URL  # the known-name fixture uses the test Redis

@@ -3,6 +3,7 @@ measures decisions and clears them, overdue ones are found, diagnosed and re-dri
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -113,6 +114,22 @@ def test_observer_measures_each_decision_once_and_clears_it(redis_client: redis.
     assert awaiting_count(redis_client, STREAMS) == 0
 
 
+def test_a_refused_model_is_counted_apart_from_other_pipeline_failures(redis_client: redis.Redis) -> None:
+    """The ModelIntegrityFailure alert's series (issue 29, item 4): only decisions whose error
+    says the task refused the model count."""
+    metrics = SlaMetrics(SETTINGS)
+    observer = DecisionObserver(redis_client, SETTINGS, metrics)
+    observer.ensure_group()
+    refused = "model integrity: version 'v1' refused: metadata.json was changed after signing"
+    for event_id, error in (("e-refused", refused), ("e-failed", "stage 'score' failed: ValueError: x")):
+        event = decision(event_id, T0, "2026-01-01T00:00:03+00:00", decision="review", error=error)
+        publish_decision(redis_client, STREAMS.decisions_stream, event)
+    assert observer.run(burst=True) == 2
+    text = scrape(metrics)
+    assert sample(text, "onboarding_decision_pipeline_failures_total") == 2
+    assert sample(text, "onboarding_model_integrity_failures_total") == 1
+
+
 def test_buckets_follow_the_configured_threshold() -> None:
     assert 10.0 in latency_buckets(10.0)
     assert 2.5 in latency_buckets(2.5)
@@ -215,10 +232,15 @@ def test_page_shows_live_figures(redis_client: redis.Redis) -> None:
         publish_decision(redis_client, STREAMS.decisions_stream, decision(f"e-{i}", T0, published))
     observer.run(burst=True)
     data = snapshot(redis_client, settings, observer, list, None)
-    assert data["decisions"] == 10
-    assert data["latency_s"]["p50"] == 2.0
-    assert data["latency_s"]["p99"] == 30.0
-    assert data["within_slo_ratio"] == 0.9
+    assert data.decisions == 10
+    assert data.latency_s.p50 == 2.0
+    assert data.latency_s.p99 == 30.0
+    assert data.within_slo_ratio == 0.9
+    # /api/sla: the same figures as JSON, in the shape the API has always had
+    api = json.loads(json.dumps(data.to_dict()))
+    assert (api["decisions"], api["latency_s"]["p50"], api["within_slo_ratio"]) == (10, 2.0, 0.9)
+    assert api["slo"] == {"threshold_s": settings.slo_threshold_s, "target": settings.slo_target}
+    assert set(api["series"]) == {"1h", "24h"} and api["overdue"] == [] and api["archive"] == []
     page = render(data)
     assert 'id="latency-p50">2.00 s<' in page
     assert 'id="compliance">90.00 %<' in page

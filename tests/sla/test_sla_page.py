@@ -145,8 +145,8 @@ def test_the_sla_redis_user_may_do_all_the_charts_need(redis_client: redis.Redis
         observer = DecisionObserver(sla, SETTINGS, SlaMetrics(SETTINGS))
         assert observer.run(burst=True) == 0
         data = snapshot(sla, SETTINGS, observer, list, None)
-        assert sum(data["series"]["1h"]["decisions"]) == 1
-        assert data["series"]["1h"]["dead_letters"][-1] == 1
+        assert sum(data.series["1h"]["decisions"]) == 1
+        assert data.series["1h"]["dead_letters"][-1] == 1
     finally:
         sla.close()
         redis_client.execute_command("ACL", "DELUSER", *created)
@@ -209,16 +209,20 @@ def chromium_base(profile: Path) -> list[str]:
 
 @contextmanager
 def serving(client: redis.Redis, observer: DecisionObserver) -> Iterator[str]:
+    """The page behind a token, as served (tests/sla/test_sla_page_auth.py); the URL carries
+    it as Basic credentials, which httpx and Chromium both send."""
     settings = observer.settings
+    token = secrets.token_urlsafe(24)
     server = serve(
         "127.0.0.1",
         0,
         observer.metrics.registry,
         lambda: (True, "ok"),
         lambda: snapshot(client, settings, observer, list, None),
+        page_token=token,
     )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://sla:{token}@127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import redis
@@ -17,8 +18,10 @@ from testkit.services import free_port
 from tests.conftest import TEST_REDIS_URL
 
 
-def test_serve_observes_serves_and_stops_on_sigterm(redis_client: redis.Redis) -> None:
+def test_serve_observes_serves_and_stops_on_sigterm(redis_client: redis.Redis, tmp_path: Path) -> None:
     port = free_port()
+    token_file = tmp_path / "sla-page.token"
+    token_file.write_text("process-test-page-token\n")
     env = {
         **os.environ,
         "REDIS_URL": TEST_REDIS_URL,
@@ -26,6 +29,7 @@ def test_serve_observes_serves_and_stops_on_sigterm(redis_client: redis.Redis) -
         "SLA_PORT": str(port),
         "SLA_CONSUMER": "process-test",
         "SLA_BLOCK_MS": "200",
+        "SLA_PAGE_TOKEN_FILE": str(token_file),
     }
     proc = subprocess.Popen([sys.executable, "-m", "sla", "serve"], env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -61,9 +65,11 @@ def test_serve_observes_serves_and_stops_on_sigterm(redis_client: redis.Redis) -
             time.sleep(0.2)
         else:
             raise AssertionError("the decision was not counted")
-        page = httpx.get(f"{base}/sla", timeout=5).text
+        assert httpx.get(f"{base}/sla", timeout=5).status_code == 401  # the page asks for its token
+        auth = {"Authorization": "Bearer process-test-page-token"}
+        page = httpx.get(f"{base}/sla", headers=auth, timeout=5).text
         assert 'id="latency-p50">4.00 s<' in page
-        assert httpx.get(f"{base}/api/sla", timeout=5).json()["by_decision"] == {"decline": 1}
+        assert httpx.get(f"{base}/api/sla", headers=auth, timeout=5).json()["by_decision"] == {"decline": 1}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

@@ -14,6 +14,7 @@ from ops import access
 from testkit.fake_kube import FakeKube, fake_kube
 
 SECRET = "onboarding-airflow-listener"
+SLA_SECRET = "onboarding-airflow-sla"
 
 
 def rbac_secret_names() -> set[str]:
@@ -27,19 +28,22 @@ def rbac_secret_names() -> set[str]:
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     allowed = rbac_secret_names()
-    assert allowed == {SECRET}
-    with fake_kube("onboarding", "sa-token", allowed, {SECRET: {}, "other": {}}) as kube:
+    assert allowed == {SECRET, SLA_SECRET}
+    with fake_kube("onboarding", "sa-token", allowed, {SECRET: {}, SLA_SECRET: {}, "other": {}}) as kube:
         for key, value in kube.env(tmp_path / "token").items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("ACCESS_ADMIN_PASSWORD", "admin-pw")
         monkeypatch.delenv("ACCESS_LISTENER_PASSWORD", raising=False)
+        monkeypatch.delenv("ACCESS_SLA_PASSWORD", raising=False)
         yield kube
 
 
 @pytest.fixture
 def applied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     calls: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(access, "apply", lambda admin, listener, user="listener": calls.append((admin, listener, user)))
+    monkeypatch.setattr(
+        access, "apply", lambda admin, listener, user="listener", *_sla: calls.append((admin, listener, user))
+    )
     return calls
 
 
@@ -77,7 +81,7 @@ def test_a_given_password_rotates_the_secret(kube: FakeKube, applied, monkeypatc
 def test_a_job_that_failed_after_writing_converges_on_the_same_password(kube: FakeKube, monkeypatch) -> None:
     seen: list[str] = []
 
-    def flaky(admin: str, listener: str, user: str = "listener") -> None:
+    def flaky(admin: str, listener: str, user: str = "listener", *_sla: object) -> None:
         seen.append(listener)
         if len(seen) == 1:
             from ops.errors import OpsError
@@ -130,3 +134,18 @@ def test_without_the_flag_both_passwords_are_required(monkeypatch: pytest.Monkey
     monkeypatch.delenv("ACCESS_LISTENER_PASSWORD_FILE", raising=False)
     assert access.main([]) == 2
     assert "ACCESS_LISTENER_PASSWORD" in capsys.readouterr().err
+
+
+def test_the_sla_user_gets_its_own_secret_and_a_read_only_role(kube: FakeKube, monkeypatch) -> None:
+    """`--sla-secret`: the SLA service's own password, kept like the listener's; its role may
+    read the onboarding DAG's runs and nothing else (no trigger, no clear, no edit)."""
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(access, "apply", lambda *args: calls.append(args))
+    assert access.main(["--listener-secret", SECRET, "--sla-secret", SLA_SECRET]) == 0
+    listener, sla = kube.decoded(SECRET), kube.decoded(SLA_SECRET)
+    assert sla["username"] == "sla" and len(sla["password"]) >= 32 and sla["password"] != listener["password"]
+    assert calls == [("admin-pw", listener["password"], "listener", sla["password"], "sla")]
+    assert access.main(["--listener-secret", SECRET, "--sla-secret", SLA_SECRET]) == 0
+    assert kube.decoded(SLA_SECRET) == sla  # kept on an upgrade
+    assert set(access.SLA_PERMISSIONS) == {("can_read", "DAG:onboarding"), ("can_read", "DAG Run:onboarding")}
+    assert not {action for action, _resource in access.SLA_PERMISSIONS} - {"can_read"}

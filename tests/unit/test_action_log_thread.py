@@ -1,4 +1,4 @@
-"""The api-server's audit-log commit does not block its event loop (onboarding/action_log_thread.py).
+"""The api-server's audit-log commit does not block its event loop (airflow_adapter/action_log_thread.py).
 
 The subprocess cases run Airflow's own `action_logging` dependency, as the realtime
 instance's processes load it (deploy/realtime/airflow_local_settings.py first), against a
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from onboarding import action_log_thread
+from airflow_adapter import action_log_thread
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]

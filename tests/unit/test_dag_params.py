@@ -33,3 +33,18 @@ def test_every_event_field_is_a_typed_param_and_no_task_templates_it() -> None:
         for field in task.template_fields:
             value = str(getattr(task, field, ""))
             assert "{{" not in value and "params" not in value and "dag_run" not in value, (task.task_id, field)
+
+
+def test_the_app_param_takes_an_app_name_or_nothing() -> None:
+    """The listener's `app` (docs/security.md C14): absent or null for a shared-stream signup,
+    an app's name otherwise; anything else is refused by Airflow's param validation."""
+    import pytest
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dag = _dag()
+    assert dag.params.get_param("app").resolve() is None  # a conf without it
+    for good in (None, "web", "m-1"):
+        assert dag.params.get_param("app").resolve(good) == good
+    for bad in ("Web", "web:x", "*", "", "x" * 33, 7):
+        with pytest.raises(ParamValidationError):
+            dag.params.get_param("app").resolve(bad)

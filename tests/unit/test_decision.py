@@ -144,3 +144,45 @@ def test_the_announcement_is_sent_once_per_event(redis_client: redis.Redis) -> N
             messages.append(json.loads(message["data"])["decision"])
     pubsub.close()
     assert messages == ["approve"]
+
+
+def test_an_apps_decision_is_also_appended_to_its_feed_once_and_the_feed_is_capped(redis_client: redis.Redis) -> None:
+    """`app` (the run's param): the same payload goes to `<decisions>:app:<app>` in the same
+    call as the shared stream, once per event id, with or without a decision record; a
+    signup without an app reaches no feed; the feed is capped with MAXLEN ~."""
+    import pytest
+
+    from onboarding.functions import fcall
+    from onboarding.keys import app_feed_stream
+
+    feed = app_feed_stream("decisions", "web")
+    mine = DecisionEvent("web:e1", "u1", "approve", 0.1, [], "v1", "signup__web:e1")
+    assert publish_decision(redis_client, "decisions", mine, app="web")[0] is True
+    assert publish_decision(redis_client, "decisions", mine, app="web", record={"event_id": "web:e1"})[0] is False
+    ((_id, fields),) = redis_client.xrange(feed)
+    ((_shared_id, shared),) = redis_client.xrange("decisions")
+    assert fields == shared and fields[b"event_id"] == b"web:e1"
+    assert json.loads(fields[b"payload"]) == json.loads(redis_client.get(decision_key("decisions", "web:e1")) or "")
+    with_record = DecisionEvent("web:e2", "u2", "decline", 0.9, [], "v1", "signup__web:e2")
+    publish_decision(redis_client, "decisions", with_record, record={"event_id": "web:e2"}, app="web")
+    assert redis_client.xlen(feed) == 2 and redis_client.xlen("decisions:records") == 1
+    publish_decision(redis_client, "decisions", DecisionEvent("e3", "u3", "approve", 0.1, [], "v1", None))
+    assert redis_client.xlen("decisions") == 3 and redis_client.xlen(feed) == 2
+    assert sorted(redis_client.scan_iter("decisions:app:*")) == [feed.encode()]
+    # The cap: XADD ... MAXLEN ~ n keeps at least n entries and trims whole nodes beyond them.
+    node = int(redis_client.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    for n in range(3 * node):
+        capped = DecisionEvent(f"web:c{n}", "u", "approve", 0.1, [], "v1", None)
+        publish_decision(redis_client, "decisions", capped, app="web", app_feed_maxlen=10)
+    assert 10 <= redis_client.xlen(feed) <= 10 + node < 3 * node
+    # A name that is not an app's, and a feed key that is not the app's, write nothing.
+    with pytest.raises(ValueError, match="must match"):
+        publish_decision(redis_client, "decisions", DecisionEvent("x:e", "u", "approve", 0.1, [], "v1", None), app="X*")
+    keys_ = [
+        *("decisions", "decisions:published:web:e9", "decisions:event:web:e9", "decisions:review:case:web:e9"),
+        *("decisions:review:queue", "decisions:review:history", "decisions:records", "decisions:app:mobile"),
+    ]
+    args = ["{}", 60, "web:e9", 60, "approve", "u", "t", "0", "", "", 10, "web"]
+    with pytest.raises(redis.ResponseError, match="app feed key"):
+        fcall(redis_client, "publish_decision", keys_, args)
+    assert not redis_client.exists("decisions:published:web:e9", "decisions:app:mobile")

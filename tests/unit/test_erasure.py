@@ -39,11 +39,14 @@ def _traffic(client: redis.Redis) -> dict[str, list[dict]]:
     bad = new_signup(user_id="alice", rng=rng)
     bad["application"]["age_years"] = 3  # dead-lettered: out of range
     publish_raw(client, STREAMS.signups_stream, json.dumps(bad))
+    events["alice_refused"] = [bad]  # answered with a refusal under its decision key
     publish_raw(client, STREAMS.signups_stream, '{"user_id": "alice", broken')  # not JSON, still hers
     publish_raw(client, STREAMS.signups_stream, '{"user_id": "bob", broken')
     settings = ListenerSettings(streams=STREAMS, consumer="erase-test", block_ms=50, retry_initial_s=0.01)
     Listener(client, FakeAirflow(), settings).run(burst=True)
     for user, evs in events.items():
+        if user == "alice_refused":
+            continue
         for event in evs:
             decision = DecisionEvent(event["event_id"], user, "approve", 0.1, [], "v1", f"signup__{event['event_id']}")
             publish_decision(client, STREAMS.decisions_stream, decision)
@@ -71,6 +74,8 @@ def test_erase_removes_one_users_entries_and_keys_only(redis_client: redis.Redis
         if redis_client.exists(marker_key(STREAMS.decisions_stream, e["event_id"]))
     ]
     alice_keys += [decision_key(STREAMS.decisions_stream, event_id) for event_id in decided]
+    # The refusal answering her dead-lettered signup is a copy of her data too.
+    alice_keys += [decision_key(STREAMS.decisions_stream, events["alice_refused"][0]["event_id"])]
     assert len(decided) == 3 and all(redis_client.exists(k) for k in alice_keys)
     before = {s: redis_client.xlen(s) for s in (STREAMS.signups_stream, STREAMS.decisions_stream)}
 
@@ -94,6 +99,7 @@ def test_erase_removes_one_users_entries_and_keys_only(redis_client: redis.Redis
 def test_erase_command_reports_what_it_removed(redis_client: redis.Redis, tmp_path: Path) -> None:
     _traffic(redis_client)
     env = {**os.environ, "REDIS_URL": TEST_REDIS_URL, "ARCHIVE_DIR": str(tmp_path / "archive")}
+    env["ONBOARDING_HOME"] = str(tmp_path / "home")  # no local stack's settings or databases
     command = [sys.executable, "-m", "ops.erase", "--user-id", "bob", "--archive-dir", str(tmp_path)]
     dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert dry.returncode == 0, dry.stderr

@@ -1,4 +1,4 @@
-"""The realtime api-server's execution API is warm when a worker starts (onboarding/execution_api_warmup.py).
+"""The realtime api-server's execution API is warm when a worker starts (airflow_adapter/execution_api_warmup.py).
 
 Each case builds the api-server's app the way a uvicorn worker does (`create_app`), in a fresh
 interpreter that loads deploy/realtime/airflow_local_settings.py first, as Airflow does in
@@ -9,11 +9,12 @@ request), so it can be dropped then.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from onboarding import execution_api_warmup
+from airflow_adapter import execution_api_warmup
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ import json, runpy, time
 runpy.run_path({str(LOCAL_SETTINGS)!r})  # what airflow.settings does with the instance's copy
 from airflow.api_fastapi.app import create_app
 from fastapi.testclient import TestClient
-from onboarding.execution_api_warmup import initialised
+from airflow_adapter.execution_api_warmup import initialised
 
 started = time.perf_counter()
 app = create_app(apps="execution")
@@ -55,6 +56,17 @@ def test_without_it_the_first_request_builds_them_so_the_warm_up_is_still_needed
     assert cold["status"] == 200
 
 
-def test_an_app_it_was_not_written_for_is_left_alone(caplog: pytest.LogCaptureFixture) -> None:
-    assert execution_api_warmup.warm(object()) is False
+def test_an_app_it_was_not_written_for_is_left_alone(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listen on the module's own logger: a logging configuration loaded by an earlier test
+    # (Airflow's, in the same process) may stop its records reaching the root logger.
+    logger = execution_api_warmup.logger
+    monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.WARNING, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    try:
+        assert execution_api_warmup.warm(object()) is False
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "not a Cadwyn 7 app" in caplog.text

@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import pytest
 import redis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import Phase
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -59,6 +59,7 @@ from onboarding.publisher import publish_raw
 from onboarding.schema import validate_signup
 from risk.samples import new_signup
 from tests.conftest import TEST_REDIS_URL
+from tests.unit.crash_search import machine_settings, require_redis
 from tests.unit.test_listener import SETTINGS
 
 STREAM = SETTINGS.streams.signups_stream
@@ -98,7 +99,7 @@ EVERY_STEP = {
     "exists",  # is its decision out already?
     "airflow.trigger",
     "airflow.get_run",  # a 409: is the run ours?
-    "eval",  # recorded as awaiting its decision
+    "fcall",  # recorded as awaiting its decision (FCALL record_accepted)
     "xclaim",  # keep-alive of the entries in hand while Airflow is slow
     "xack",
 }
@@ -427,30 +428,10 @@ class ListenerCrashMachine(RuleBasedStateMachine):
         assert {conf["event_id"] for conf in self.airflow.confs.values()} <= settled
 
 
-def _settings(examples: int, phases: tuple[Phase, ...] = tuple(Phase)) -> settings:
-    return settings(
-        max_examples=examples,
-        stateful_step_count=30,
-        deadline=None,
-        phases=phases,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        database=None,
-    )
-
-
-def _require_redis() -> None:
-    try:
-        redis.Redis.from_url(TEST_REDIS_URL).ping()
-    except redis.RedisError:
-        from testkit.services import require
-
-        require(False, f"Redis at {TEST_REDIS_URL}")
-
-
 def test_no_entry_is_lost_doubled_or_acknowledged_early_whatever_the_crash_point() -> None:
-    _require_redis()
+    require_redis(TEST_REDIS_URL)
     KILLED_BEFORE.clear()
-    run_state_machine_as_test(ListenerCrashMachine, settings=_settings(EXAMPLES))
+    run_state_machine_as_test(ListenerCrashMachine, settings=machine_settings(EXAMPLES))
     print("listener killed before:", dict(KILLED_BEFORE.most_common()))  # shown with -s
 
 
@@ -467,7 +448,7 @@ def _checked(machine: ListenerCrashMachine, action: Callable[[], object]) -> Non
 def test_a_listener_killed_before_each_call_loses_and_doubles_nothing(step: str, nth: int) -> None:
     """The same walk every time, killed before the n-th call of each name: every step of
     handling an entry is a crash point here, whatever the random search reaches."""
-    _require_redis()
+    require_redis(TEST_REDIS_URL)
     KILLED_BEFORE.clear()
     m = ListenerCrashMachine()
     try:
@@ -500,10 +481,10 @@ class AcknowledgesFirst(Listener):
 
 
 def test_the_machine_finds_a_listener_that_acknowledges_too_early() -> None:
-    _require_redis()
+    require_redis(TEST_REDIS_URL)
 
     class Buggy(ListenerCrashMachine):
         listener_class = AcknowledgesFirst
 
     with pytest.raises(AssertionError, match="acknowledged"):
-        run_state_machine_as_test(Buggy, settings=_settings(200, phases=(Phase.generate,)))
+        run_state_machine_as_test(Buggy, settings=machine_settings(200, phases=(Phase.generate,)))

@@ -18,7 +18,7 @@ from onboarding.decision import DecisionEvent
 from onboarding.errors import AirflowUnavailable
 from onboarding.logs import JsonFormatter, TextFormatter, keys, log_event
 from onboarding.publisher import publish_raw, publish_signup
-from risk import steps
+from risk.publishing import Publisher
 from risk.samples import new_signup
 from tests.unit.test_listener import SETTINGS, FakeAirflow
 
@@ -89,8 +89,8 @@ def test_task_lines_give_the_ids_to_airflows_structlog_as_keys(redis_client: red
     )
     with structlog.testing.capture_logs() as captured:
         assert structlog.is_configured()
-        steps.publish(redis_client, "decisions", event, 60)
-        steps.publish(redis_client, "decisions", event, 60)
+        Publisher(redis_client, "decisions", 60).publish(event)
+        Publisher(redis_client, "decisions", 60).publish(event)
     published, again = captured
     assert (published["event_id"], published["run_id"], published["decision"]) == ("e-1", "signup__e-1", "approve")
     assert (

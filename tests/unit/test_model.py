@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from risk import steps
 from risk.artifacts import ModelStore, current_version, load_model, set_current
 from risk.errors import ModelError
 from risk.evaluation import evaluate
+from risk.integrity import Signer, sign_version
 from risk.model import fit, load_training_data, probability_bad, reason_codes
 from risk.policy import CostMatrix
 from risk.samples import new_signup
@@ -68,20 +70,21 @@ def test_risky_applicant_scores_worse_and_reasons_point_to_decline(trained_model
         "savings": "under_100",
         "credit_amount": 15000,
     }
-    assert probability_bad(model.pipeline, risky) > probability_bad(model.pipeline, safe) + 0.2
-    codes = [r.code for r in reason_codes(model.pipeline, risky)]
+    assert probability_bad(model.scorer, risky) > probability_bad(model.scorer, safe) + 0.2
+    codes = [r.code for r in reason_codes(model.scorer, risky)]
     assert "checking_account" in codes
-    assert all(r.contribution > 0 for r in reason_codes(model.pipeline, risky))
-    assert all(r.text for r in reason_codes(model.pipeline, risky))
+    assert all(r.contribution > 0 for r in reason_codes(model.scorer, risky))
+    assert all(r.text for r in reason_codes(model.scorer, risky))
 
 
 def test_steps_produce_a_decision_with_stage_timestamps(trained_model_dir: Path) -> None:
     model = load_model(trained_model_dir, current_version(trained_model_dir))
     signup = new_signup(rng=random.Random(3))
     decided = steps.decide(steps.score(steps.enrich(signup, "t0", "t1"), model))
-    assert decided["decision"] in ("approve", "review", "decline")
-    assert decided["model_version"] == model.version
-    assert {"accepted_at", "run_started_at", "enriched_at", "scored_at", "decided_at"} <= set(decided["timestamps"])
+    assert decided.decision.value in ("approve", "review", "decline")
+    assert decided.model_version == model.version
+    assert {"accepted_at", "run_started_at", "enriched_at", "scored_at", "decided_at"} <= set(decided.timestamps)
+    assert decided.decision is model.policy.decide(decided.score)  # the scoring version's policy
     event = steps.decision_event(signup, decided, "run-1", None)
     assert event.event_id == signup["event_id"] and event.error is None
 
@@ -95,22 +98,22 @@ def test_failed_pipeline_becomes_a_review_with_the_reason() -> None:
 
 
 def test_store_loads_once_and_follows_current(trained_model_dir: Path, tmp_path: Path) -> None:
-    store = ModelStore(trained_model_dir)
+    # A private copy: the session's model directory is shared by other tests, which must not
+    # find this test's extra version in it.
+    model_dir = Path(shutil.copytree(trained_model_dir, tmp_path / "models"))
+    store = ModelStore(model_dir)
     first = store.current()
     assert store.current() is first
     assert store.loads == 1
-    # Promote a copy under another version name: the store picks it up without a restart.
-    version = first.version
+    # Promote a signed copy under another version name: the store picks it up without a restart.
     other = "20990101T000000Z-copy"
-    (trained_model_dir / other).mkdir()
+    (model_dir / other).mkdir()
     for name in ("model.skops", "metadata.json"):
-        (trained_model_dir / other / name).write_bytes((trained_model_dir / version / name).read_bytes())
-    try:
-        set_current(trained_model_dir, other)
-        assert store.current().version == other
-        assert store.loads == 2
-    finally:
-        set_current(trained_model_dir, version)
+        (model_dir / other / name).write_bytes((model_dir / first.version / name).read_bytes())
+    sign_version(model_dir / other, Signer())
+    set_current(model_dir, other)
+    assert store.current().version == other
+    assert store.loads == 2
 
 
 def test_missing_model_says_how_to_fix(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from risk.artifacts import current_version
 from risk.errors import ModelError
+from risk.integrity import Signer, sign_version
 from risk.model import TrainingData, load_training_data
 from risk.policy import CostMatrix
 from risk.registry import Gate, history, metadata, promote, train_version
@@ -64,6 +65,7 @@ def test_challenger_on_new_data_that_is_worse_than_the_retrained_champion_is_ref
     meta = json.loads(path.read_text())
     meta["metrics"]["cost_policy"]["mean"] += 0.02
     path.write_text(json.dumps(meta))
+    sign_version(model_dir / challenger, Signer())  # a signed challenger with these metrics
     with pytest.raises(ModelError, match="re-trained and evaluated on the challenger's folds; cost per applicant"):
         promote(model_dir, challenger, Gate(), data=data)
     assert current_version(model_dir) == champion
@@ -86,5 +88,6 @@ def test_a_champion_of_an_unknown_kind_cannot_be_retrained(tmp_path: Path, old_a
     promote(model_dir, champion)
     path = model_dir / champion / "metadata.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"kind": "retired"}))
+    sign_version(model_dir / champion, Signer())  # a signed champion of that kind
     with pytest.raises(ModelError, match="'retired' is not a known training procedure"):
         promote(model_dir, challenger, Gate(), data=data)

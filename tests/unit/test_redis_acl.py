@@ -13,7 +13,6 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
 import pytest
 import redis
@@ -139,7 +138,7 @@ def test_app_adds_signups_and_reads_decisions_only(
         assert refused(call), _source(call)
 
 
-def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
+def test_listener_consumes_and_dead_letters_but_cannot_trim_or_forge(
     acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
 ) -> None:
     listener_client = acl_users("listener")
@@ -147,10 +146,7 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
     publish_signup(redis_client, STREAMS.signups_stream, good)
     publish_raw(redis_client, STREAMS.signups_stream, b"{not json")
     redis_client.xadd(STREAMS.decisions_stream, {"event_id": "old", "payload": "{}"}, id="1-0")
-    settings = replace(
-        ListenerSettings(streams=STREAMS, consumer="acl-test", block_ms=50, retry_initial_s=0.01),
-        trim_interval_s=0.0,
-    )
+    settings = ListenerSettings(streams=STREAMS, consumer="acl-test", block_ms=50, retry_initial_s=0.01)
     airflow = FakeAirflow()
     settled = Listener(listener_client, airflow, settings, ListenerMetrics()).run(burst=True)
     assert settled == 2
@@ -158,7 +154,7 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
     dead = redis_client.xrange(STREAMS.dead_letter_stream)
     assert [fields[b"reason"] for _id, fields in dead] == [b"not_json"]
     assert redis_client.xpending(STREAMS.signups_stream, settings.group)["pending"] == 0
-    assert redis_client.xlen(STREAMS.decisions_stream) == 0, "the decision past retention was trimmed"
+    assert redis_client.xlen(STREAMS.decisions_stream) == 1, "retention is the intake process's, not the listener's"
     assert listener_client.hgetall("risk:drift:psi") == {}
     # The accepted signup is recorded for overdue detection (the SLA service clears it).
     assert redis_client.zscore(awaiting_key(STREAMS), good["event_id"]) is not None
@@ -170,6 +166,9 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
         lambda: listener_client.xrange(STREAMS.dead_letter_stream),
         lambda: listener_client.xdel(STREAMS.signups_stream, "0-1"),
         lambda: listener_client.delete(STREAMS.signups_stream),
+        lambda: listener_client.xtrim(STREAMS.decisions_stream, maxlen=0),
+        lambda: listener_client.xtrim(STREAMS.signups_stream, maxlen=0),
+        lambda: listener_client.xadd(STREAMS.signups_stream, {"payload": "{}"}),
         lambda: listener_client.set("rq:anything", "1"),
         lambda: listener_client.eval(
             "return redis.call('XADD', KEYS[1], '*', 'payload', '{}')", 1, STREAMS.decisions_stream
@@ -177,6 +176,34 @@ def test_listener_consumes_dead_letters_and_trims_but_cannot_forge_decisions(
         lambda: listener_client.eval("return redis.call('XADD', KEYS[1], '*', 'x', '1')", 1, awaiting_key(STREAMS)),
         lambda: listener_client.flushdb(),
         lambda: listener_client.config_get("*"),
+    ):
+        assert refused(call), _source(call)
+
+
+def test_intake_trims_past_retention_but_cannot_read_or_forge(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    """The intake process trims the streams (retention moved off the listener) and forwards;
+    it reads no signup or decision and forges nothing outside the forwarding function."""
+    from intake.forwarder import IntakeForwarder
+    from intake.settings import IntakeSettings
+
+    intake_client = acl_users("intake")
+    redis_client.xadd(STREAMS.decisions_stream, {"event_id": "old", "payload": "{}"}, id="1-0")
+    settings = IntakeSettings(streams=STREAMS, block_ms=20, trim_interval_s=0)
+    IntakeForwarder(intake_client, settings).run(burst=True)
+    assert redis_client.xlen(STREAMS.decisions_stream) == 0, "the decision past retention was trimmed"
+    for call in (
+        lambda: intake_client.xrange(STREAMS.signups_stream),
+        lambda: intake_client.xrange(STREAMS.decisions_stream),
+        lambda: intake_client.get(decision_key(STREAMS.decisions_stream, "x")),
+        lambda: intake_client.xadd(STREAMS.decisions_stream, {"payload": "{}"}),
+        lambda: intake_client.xadd(STREAMS.dead_letter_stream, {"payload": "{}"}),
+        lambda: intake_client.delete(STREAMS.signups_stream),
+        lambda: intake_client.xgroup_destroy(STREAMS.signups_stream, "onboarding-listener"),
+        lambda: intake_client.eval("return 1", 0),
+        lambda: intake_client.keys("*"),
+        lambda: intake_client.flushdb(),
     ):
         assert refused(call), _source(call)
 
@@ -205,6 +232,32 @@ def test_publisher_publishes_once_and_cannot_read_applications(
         assert refused(call), _source(call)
 
 
+def test_the_publisher_appends_decision_records_and_can_never_change_one(
+    acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    """Issue 29, item 1: the record is written with the decision, once; the task's Redis user
+    cannot read, delete, trim or overwrite a record (append-only). It can append (Redis 7
+    checks a function's XADD against its caller), as it can append a decision."""
+    from onboarding.keys import decision_records_stream
+
+    publisher = acl_users("publisher")
+    records = decision_records_stream(STREAMS.decisions_stream)
+    event = DecisionEvent("e-r", "u-r", "decline", 0.7, [], "v1", "signup__e-r")
+    assert publish_decision(publisher, STREAMS.decisions_stream, event, record={"event_id": "e-r"})[0] is True
+    assert publish_decision(publisher, STREAMS.decisions_stream, event, record={"event_id": "e-r"})[0] is False
+    ((entry_id, fields),) = redis_client.xrange(records)
+    assert fields[b"event_id"] == b"e-r" and fields[b"user_id"] == b"u-r"
+    for call in (
+        lambda: publisher.xrange(records),
+        lambda: publisher.xdel(records, entry_id),
+        lambda: publisher.xtrim(records, maxlen=0),
+        lambda: publisher.delete(records),
+        lambda: publisher.set(records, "x"),
+    ):
+        assert refused(call), _source(call)
+    assert redis_client.xlen(records) == 1
+
+
 def test_drift_reads_signups_and_writes_its_hash_only(
     acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
 ) -> None:
@@ -228,13 +281,13 @@ def test_rq_worker_runs_jobs_and_holds_the_archive_lock_but_cannot_touch_streams
     acl_users: Callable[[str], redis.Redis], redis_client: redis.Redis
 ) -> None:
     from rq import Queue, Worker
+    from rq.job import Job
 
     worker_client = acl_users("worker")
     queue = Queue("maintenance", connection=worker_client)
     job = queue.enqueue(rq_job, 21)
     assert Worker([queue], connection=worker_client).work(burst=True)
-    job.refresh()
-    assert job.return_value() == 42
+    assert Job.fetch(job.id, connection=redis_client).return_value() == 42  # read by the test, not the worker
     lock = worker_client.lock("onboarding:archive:lock", timeout=30, blocking=False)
     assert lock.acquire()
     assert lock.extend(30, replace_ttl=True)
@@ -394,3 +447,29 @@ def test_shipped_acl_file_matches_the_rules() -> None:
 
     shipped = (Path(__file__).parents[2] / "deploy" / "redis" / "users.acl").read_text()
     assert shipped == render(StreamSettings(), {})
+
+
+def test_no_role_runs_its_own_script_lists_keys_or_manages_functions(
+    acl_users: Callable[[str], redis.Redis],
+) -> None:
+    """A role that could EVAL, FUNCTION LOAD or list keys could block Redis with a script of its
+    own or find every key: each is refused to every role (the functions are loaded at deploy
+    time by the administrator: onboarding-redis-acl apply / load-functions)."""
+    library = "#!lua name=intruder\nredis.register_function('intruder', function() return 1 end)"
+    for role in roles(STREAMS):
+        client = acl_users(role.name)
+        for command in (
+            ("EVAL", "while true do end", "0"),
+            ("FUNCTION", "LOAD", library),
+            ("FUNCTION", "DELETE", "onboarding"),
+            ("FUNCTION", "FLUSH"),
+            ("KEYS", "*"),
+            ("SCAN", "0"),
+        ):
+            if role.name == "operator" and command[0] == "SCAN":
+                continue  # onboarding-erase walks the keys with SCAN (a person's tool, not a component)
+            try:
+                client.execute_command(*command)
+            except NoPermissionError:
+                continue
+            raise AssertionError(f"role {role.name} may run {command[0]} {command[1][:20]}")

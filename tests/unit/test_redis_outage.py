@@ -24,9 +24,10 @@ import redis
 from listener.consumer import Listener
 from listener.settings import ListenerSettings
 from onboarding.decision import DecisionEvent, publish_decision
+from onboarding.functions import ensure_loaded
 from onboarding.http import loop_health, loop_liveness, serve_http
-from onboarding.outages import redis_client
 from onboarding.publisher import publish_signup
+from onboarding.redis_clients import Role, connect
 from onboarding.settings import StreamSettings
 from risk.samples import new_signup
 from testkit.services import free_port
@@ -52,6 +53,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
         )
         wait(lambda: _pings(self.url), "redis to answer")
+        ensure_loaded(redis.Redis.from_url(self.url))  # kept in the AOF across the restarts
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -92,7 +94,7 @@ def test_the_listener_rides_out_a_redis_outage(private_redis: PrivateRedis) -> N
     settings = ListenerSettings(
         streams=StreamSettings(redis_url=private_redis.url), consumer="outage", block_ms=200, claim_interval_s=0.5
     )
-    client = redis_client(private_redis.url, block_s=0.2)
+    client = connect(private_redis.url, Role.LISTENER, block_s=0.2)
     airflow = FakeAirflow()
     listener = Listener(client, airflow, settings)
     stale_after_s = 3.0

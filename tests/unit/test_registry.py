@@ -9,6 +9,7 @@ import pytest
 from risk.artifacts import current_version, model_store, save_model
 from risk.cli import main as model_cli
 from risk.errors import ModelError
+from risk.integrity import Signer, sign_version
 from risk.model import fit, load_training_data
 from risk.policy import CostMatrix, Policy
 from risk.registry import Gate, history, promote, rollback
@@ -97,6 +98,7 @@ def test_a_champion_that_no_longer_fits_the_schema_is_not_defended(tmp_path: Pat
     meta = json.loads(meta_path.read_text())
     meta["features"] = meta["features"][:-3]  # trained before the derived features existed
     meta_path.write_text(json.dumps(meta))
+    sign_version(tmp_path / old, Signer())  # signed as it is: refused for its schema, not its signature
     new = version(tmp_path, fitted, auc=0.78, cost=0.55)
     assert promote(tmp_path, new) == ["no champion in service"]
     assert current_version(tmp_path) == new
@@ -120,6 +122,7 @@ def test_a_version_the_service_cannot_load_is_never_promoted(tmp_path: Path, fit
     promote(tmp_path, good)
     broken = version(tmp_path, fitted, auc=0.90, cost=0.40)
     (tmp_path / broken / "model.skops").write_bytes(b"not a model")
+    sign_version(tmp_path / broken, Signer())  # signed as it is: refused for its file, not its signature
     with pytest.raises(ModelError, match="cannot load"):
         promote(tmp_path, broken, force=True)
     assert current_version(tmp_path) == good

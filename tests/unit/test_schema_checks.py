@@ -22,7 +22,8 @@ import jsonschema
 import pytest
 from jsonschema import validators
 
-from onboarding import schema_checks
+from airflow_adapter import schema_checks
+from airflow_adapter.local_settings import forks_task_processes
 from onboarding.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,7 @@ def test_airflow_checks_each_param_schema_once_instead_of_on_every_call(path, da
 
     off = metaschema_checks(lambda: path(target, conf()), CALLS)
     # If this fails, Airflow no longer re-checks schemas on every call (or no longer calls
-    # jsonschema.validate): onboarding/schema_checks.py has nothing left to do, remove it.
+    # jsonschema.validate): airflow_adapter/schema_checks.py has nothing left to do, remove it.
     assert off[0] > 0 and off == [off[0]] * CALLS, off
 
     assert schema_checks.install()
@@ -186,7 +187,7 @@ def test_values_are_validated_exactly_as_jsonschema_does() -> None:
 
 
 def test_jsonschema_validate_is_still_the_function_mirrored() -> None:
-    # onboarding/schema_checks.validate copies this body, skipping check_schema for schemas
+    # airflow_adapter/schema_checks.validate copies this body, skipping check_schema for schemas
     # that passed it. If jsonschema changed it, re-read it and update the copy (and this).
     assert jsonschema.validate is validators.validate
     assert str(inspect.signature(validators.validate)) == "(instance, schema, cls=None, *args, **kwargs)"
@@ -207,13 +208,14 @@ def test_it_is_not_installed_over_another_replacement(monkeypatch, caplog) -> No
         return None
 
     monkeypatch.setattr(jsonschema, "validate", other)
-    with caplog.at_level(logging.WARNING, logger="onboarding.schema_checks"):
+    with caplog.at_level(logging.WARNING, logger="airflow_adapter.schema_checks"):
         assert not schema_checks.install()
     assert jsonschema.validate is other
     assert "not memoized" in caplog.text
 
 
-# deploy/realtime/airflow_local_settings.py: what installs it, and where the warm-up runs.
+# deploy/realtime/airflow_local_settings.py (airflow_adapter.local_settings): what installs it,
+# and where the warm-up runs.
 
 
 def load_local_settings(monkeypatch: pytest.MonkeyPatch, setting: str | None = None) -> Any:
@@ -255,6 +257,5 @@ def test_the_realtime_instance_installs_it_unless_switched_off(monkeypatch) -> N
         ([], False),
     ],
 )
-def test_the_warm_up_runs_in_the_processes_that_fork_tasks(monkeypatch, argv: list[str], forks: bool) -> None:
-    module = load_local_settings(monkeypatch, "false")
-    assert module.forks_task_processes(argv) is forks
+def test_the_warm_up_runs_in_the_processes_that_fork_tasks(argv: list[str], forks: bool) -> None:
+    assert forks_task_processes(argv) is forks

@@ -27,6 +27,7 @@ from risk.samples import new_signup
 KNOWN_REASONS = {
     "oversize",
     "not_json",
+    "too_deep",
     "not_an_object",
     "missing_field",
     "unknown_schema_version",

@@ -163,13 +163,13 @@ def test_one_secret_helper_for_every_credential(tmp_path: Path) -> None:
     assert password_for("listener", {"REDIS_ACL_PASSWORD_LISTENER_FILE": str(secret_file)}) == "from-file"
 
 
-# The realtime instance's adjustments of Airflow (deploy/realtime/airflow_local_settings.py):
+# The realtime instance's adjustments of Airflow (airflow_adapter.versions.ADJUSTMENTS):
 # each is switched by a setting docs/configuration.md names, on unless it is false.
 ADJUSTMENT_SWITCHES = [
-    ("onboarding.schema_checks", "ONBOARDING_MEMOIZE_PARAM_SCHEMAS"),
-    ("onboarding.execution_api_warmup", "ONBOARDING_WARM_EXECUTION_API"),
-    ("onboarding.action_log_thread", "ONBOARDING_ACTION_LOG_IN_THREAD"),
-    ("onboarding.sqlite_now", "ONBOARDING_SQLITE_NOW_MS"),
+    ("airflow_adapter.schema_checks", "ONBOARDING_MEMOIZE_PARAM_SCHEMAS"),
+    ("airflow_adapter.execution_api_warmup", "ONBOARDING_WARM_EXECUTION_API"),
+    ("airflow_adapter.action_log_thread", "ONBOARDING_ACTION_LOG_IN_THREAD"),
+    ("airflow_adapter.sqlite_now", "ONBOARDING_SQLITE_NOW_MS"),
 ]
 
 
@@ -177,13 +177,14 @@ ADJUSTMENT_SWITCHES = [
 def test_each_realtime_adjustment_has_a_documented_switch_on_by_default(module_name: str, key: str) -> None:
     import importlib
 
+    from airflow_adapter.versions import ADJUSTMENTS
     from onboarding.env import switch
 
     module = importlib.import_module(module_name)
     assert module.ENV_VAR == key
     assert f"| `{key}` | `true` |" in (ROOT / "docs" / "configuration.md").read_text()
-    local_settings = (ROOT / "deploy" / "realtime" / "airflow_local_settings.py").read_text()
-    assert f'"{module_name}"' in local_settings
+    # The realtime local settings install every adjustment of this one table.
+    assert ADJUSTMENTS[module_name].switch == key
     assert switch(key, {}) is True
     assert switch(key, {key: "false"}) is False
     with pytest.raises(ConfigError, match=f"{key}='maybe'"):

@@ -1,4 +1,4 @@
-"""`now()` on SQLite to the millisecond (onboarding/sqlite_now.py).
+"""`now()` on SQLite to the millisecond (airflow_adapter/sqlite_now.py).
 
 Airflow's scheduler starts a run once `run_after <= now()`. Each case stores a run stamped
 50 ms ago, as Airflow stores it on SQLite (text to the microsecond), in the same second as the
@@ -14,16 +14,20 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 
-from onboarding import sqlite_now
+from airflow_adapter import sqlite_now
 from testkit.fresh_python import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 ASK_THE_SCHEDULERS_QUESTION = """
 import datetime, json, sys, time
+installed = None
 if sys.argv[1] == "installed":
-    from onboarding import sqlite_now
-    sqlite_now.install()
+    from airflow_adapter import sqlite_now
+    installed = sqlite_now.install()
+elif sys.argv[1] == "unproven":  # an Airflow release it was not proven on
+    from airflow_adapter import sqlite_now
+    installed = sqlite_now.install(airflow="3.4.0")
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, create_engine, func, insert, select
 
 engine = create_engine("sqlite://")
@@ -42,7 +46,7 @@ with engine.begin() as conn:
         due.append(conn.execute(select(func.count()).where(runs.c.run_after <= func.now())).scalar())
         time.sleep(0.45)
     now = conn.exec_driver_sql(str(select(func.now()).compile(engine))).scalar()  # the raw text
-print(json.dumps({"due": due, "stored": stored, "now": now}))
+print(json.dumps({"due": due, "stored": stored, "now": now, "installed": installed}))
 """
 
 
@@ -52,9 +56,17 @@ def ask(mode: str, tmp_path: Path) -> dict[str, object]:
 
 def test_a_run_stamped_earlier_in_the_same_second_is_due_at_once(tmp_path: Path) -> None:
     answer = ask("installed", tmp_path)
+    assert answer["installed"] is True  # on the Airflow release installed here, which it was proven on
     assert answer["due"] == [1, 1, 1, 1]
     assert len(str(answer["stored"]).split(".")[-1]) == 6  # stored to the microsecond, as Airflow does
     assert len(str(answer["now"]).split(".")[-1]) == 3  # the clock now reads milliseconds
+
+
+def test_on_an_airflow_it_was_not_proven_on_it_is_refused_and_sqlite_is_left_as_it_is(tmp_path: Path) -> None:
+    answer = ask("unproven", tmp_path)
+    assert answer["installed"] is False
+    assert answer["due"] == [0, 0, 0, 0]
+    assert "." not in str(answer["now"])
 
 
 def test_without_it_sqlite_makes_the_run_wait_for_the_next_second(tmp_path: Path) -> None:

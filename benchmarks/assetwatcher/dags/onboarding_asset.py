@@ -8,7 +8,7 @@ to the channels, yield the first message). Each message becomes an asset event w
 being `payload["data"]`. The scheduler then starts a run of this DAG, which may consume
 several asset events at once (all the events queued since the DAG's last run): the one
 task decides every signup it was given, with the same steps as dags/realtime/onboarding_dag.py
-(`risk.steps.run_stages`, `decision_event`, `publish`), and stamps each decision with the
+(`risk.steps.run_stages`, `decision_event`, `publish_decision`), and stamps each decision with the
 run id and `events_in_run`, so the benchmark can count signups per run.
 
 Settings, read when the file is parsed:
@@ -105,9 +105,9 @@ def onboarding_asset() -> None:
     @task(retries=0, execution_timeout=timedelta(seconds=120), show_return_value_in_logs=False)
     def decide(triggering_asset_events: Any = None, ti: Any = None, run_id: str | None = None) -> list[str]:
         from onboarding.decision import publish_decision, utc_now
+        from onboarding.redis_clients import Role, shared
         from risk import steps
         from risk.artifacts import model_store
-        from risk.redis_client import redis_client
         from risk.settings import RiskSettings
 
         settings = RiskSettings.from_env()
@@ -122,7 +122,7 @@ def onboarding_asset() -> None:
                     continue
                 received.append((signup, when.isoformat() if when is not None else None))
         event_class = _decision_event_class()
-        client = redis_client(settings.streams.redis_url)
+        client = shared(settings.streams.redis_url, Role.TASK)
         published: list[str] = []
         for signup, asset_event_at in received:
             accepted_at = signup.get("accepted_at")

@@ -1,0 +1,5 @@
+import sys
+
+from intake.cli import main
+
+sys.exit(main())
