@@ -11,10 +11,10 @@ here is used: the bytes stay in Redis' hands until the function copies them.
 Retention (onboarding/retention.py) runs every `trim_interval_s`: `signups`, `decisions`
 and each intake, below the oldest entry any consumer group still needs and older than the
 retention period; a pending or undelivered entry is never trimmed. Each app's decision feed
-(`<decisions>:app:<app>`) is trimmed by age alone (`DECISIONS_RETENTION_S`): the app's own
-group cannot keep its decisions longer. The listeners' group is
-created on `signups` at start (if no listener made it yet), so a forwarded signup is kept
-for the listeners however late they start.
+(`<decisions>:app:<app>`) and refusals feed (`<decisions>:app:<app>:refusals`) are trimmed
+by age alone (`DECISIONS_RETENTION_S`): the app's own group cannot keep its answers longer.
+The listeners' group is created on `signups` at start (if no listener made it yet), so a
+forwarded signup is kept for the listeners however late they start.
 """
 
 from __future__ import annotations
@@ -138,8 +138,12 @@ class IntakeForwarder:
             ("decisions", s.streams.decisions_stream, s.decisions_retention_s, trim_stream),
             *(("intake", keys.intake_stream(self.signups, app), s.retention_s, trim_stream) for app in self.apps),
             *(
-                ("feed", keys.app_feed_stream(s.streams.decisions_stream, app), s.decisions_retention_s, trim_by_age)
+                ("feed", feed, s.decisions_retention_s, trim_by_age)
                 for app in self.apps
+                for feed in (
+                    keys.app_feed_stream(s.streams.decisions_stream, app),
+                    keys.app_refusals_stream(s.streams.decisions_stream, app),
+                )
             ),
         ]
         removed = 0

@@ -435,7 +435,15 @@ class Listener:
                 # The app's answer, in the same transaction: a refused signup never waits.
                 refusal = Refusal(event_id, _user_id(fields), reason, message_for(reason, detail), dead_at)
                 streams = self.settings.streams
-                answer_refusal(pipe, streams.signups_stream, streams.decisions_stream, refusal, DECISION_KEY_TTL_S)
+                answer_refusal(
+                    pipe,
+                    streams.signups_stream,
+                    streams.decisions_stream,
+                    refusal,
+                    DECISION_KEY_TTL_S,
+                    app=_app_of(fields),
+                    feed_maxlen=streams.app_feed_maxlen,
+                )
             try:
                 pipe.execute()
             except redis.ResponseError as exc:

@@ -18,6 +18,8 @@ rules and `onboarding-erase` always agree on them.
     <decisions>:app:<app>            publish step: an app's own decision feed (its signups' decisions,
                                      a reviewer's final ones too; MAXLEN ~ APP_FEED_MAXLEN), read by
                                      the app's user through its own consumer group
+    <decisions>:app:<app>:refusals   listener: the refusals of an app's refused signups (refusal.v1,
+                                     same cap), read by the app's user through its consumer group
     <signups>:dead                   dead letters (default "signups:dead")
     <signups>:app:<app>              an app's own intake stream (per-app user; onboarding/intake.py
                                      forwards it into <signups>, the event id becoming <app>:<event>)
@@ -166,3 +168,15 @@ def app_feed_stream(decisions_stream: str, app: str) -> str:
 
 def app_feed_pattern(decisions_stream: str) -> str:
     return f"{decisions_stream}:app:*"
+
+
+# An app's refusals feed: the listener appends the refusal of each of the app's refused signups
+# (refusal.v1.json) in the dead letter's transaction, capped like the decision feed and trimmed
+# by age with it. A stream of its own, so a feed reader written for decisions only never meets
+# a refusal; the clients' `answers` read both through the app's consumer groups.
+def app_refusals_stream(decisions_stream: str, app: str) -> str:
+    return f"{decisions_stream}:app:{app}:refusals"
+
+
+def app_refusals_pattern(decisions_stream: str) -> str:
+    return f"{decisions_stream}:app:*:refusals"

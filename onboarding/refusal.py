@@ -91,10 +91,20 @@ def message_for(reason: str, detail: str) -> str:
     return (text[: 500 - len(action)] + action)[:500]
 
 
-def answer_refusal(pipe: Pipeline, signups_stream: str, decisions_stream: str, refusal: Refusal, ttl_s: int) -> None:
+def answer_refusal(
+    pipe: Pipeline,
+    signups_stream: str,
+    decisions_stream: str,
+    refusal: Refusal,
+    ttl_s: int,
+    app: str | None = None,
+    feed_maxlen: int = keys.APP_FEED_MAXLEN,
+) -> None:
     """Queue the refusal's answer on `pipe` (the dead letter's MULTI): written under the event's
     decision key and announced on its channel, unless a decision is out or the key belongs
-    to another signup (module docstring)."""
+    to another signup (module docstring). For an app's signup (`app`, the forwarded entry's
+    app; the event id is then `<app>:<event id>`) the same answer is appended to the app's
+    refusals feed `<decisions>:app:<app>:refusals`, capped at `MAXLEN ~ feed_maxlen`."""
     if refusal.reason in NOT_ANSWERED:
         return
     payload = json.dumps(refusal.to_dict(), separators=(",", ":"), ensure_ascii=False)
@@ -102,6 +112,7 @@ def answer_refusal(pipe: Pipeline, signups_stream: str, decisions_stream: str, r
     # written when the decision is out, nor - for a refusal of the app's content - when a
     # valid signup with this id was accepted (its fingerprint exists): a malformed entry
     # carrying someone else's event id must not answer that signup's waiting app.
+    feed = [keys.app_refusals_stream(decisions_stream, app)] if app else []
     fcall(
         pipe,
         "answer_refusal",
@@ -109,6 +120,12 @@ def answer_refusal(pipe: Pipeline, signups_stream: str, decisions_stream: str, r
             keys.marker_key(decisions_stream, refusal.event_id),
             keys.decision_key(decisions_stream, refusal.event_id),
             keys.fingerprint_key(signups_stream, refusal.event_id),
+            *feed,
         ],
-        [payload, ttl_s, "0" if refusal.retryable else "1"],
+        [
+            payload,
+            ttl_s,
+            "0" if refusal.retryable else "1",
+            *([feed_maxlen, app, decisions_stream, refusal.event_id] if app else []),
+        ],
     )

@@ -7,8 +7,9 @@ Where a user's data lives, and what is removed (docs/security.md, "Personal data
 - the dead letters: letters whose original payload names them (XDEL);
 - each app's intake stream `<signups>:app:<name>` (ONBOARDING_APPS, as the listener reads it):
   their signups not forwarded yet (XDEL);
-- each app's decision feed `<decisions>:app:<name>` (ONBOARDING_APPS): the copies of their
-  decisions (XDEL), whose event ids' keys and markers go as the decisions stream's;
+- each app's decision feed `<decisions>:app:<name>` and refusals feed
+  `<decisions>:app:<name>:refusals` (ONBOARDING_APPS): the copies of their decisions and
+  refusals (XDEL), whose event ids' keys and markers go as the decisions stream's;
 - the listener's fingerprint keys of their events (DEL);
 - the SLA service's awaiting signups (`<signups>:awaiting` ZREM) and their run conf
   (`<signups>:awaiting:conf` HDEL): their event ids, and every conf there that names them;
@@ -141,12 +142,16 @@ def erase_from_streams(
         if ids:
             report.intakes[intake] = ids
             events |= {keys.app_event_id(app, e) for e in app_events}
-        # ... and its decision feed: copies of decisions (their event ids are the service's already).
-        feed = keys.app_feed_stream(streams.decisions_stream, app)
-        ids, fed = _scan(client, feed, "payload", user_id)
-        if ids:
-            report.app_feeds[feed] = ids
-            decided |= fed
+        # ... and its decision and refusals feeds: copies of answers (their event ids are the
+        # service's already).
+        for feed in (
+            keys.app_feed_stream(streams.decisions_stream, app),
+            keys.app_refusals_stream(streams.decisions_stream, app),
+        ):
+            ids, fed = _scan(client, feed, "payload", user_id)
+            if ids:
+                report.app_feeds[feed] = ids
+                decided |= fed
     report.awaiting = _awaiting(client, streams, user_id, events | decided | dead)
     report.event_ids = sorted(events | decided | dead | set(report.awaiting))
     candidates = [keys.fingerprint_key(streams.signups_stream, e) for e in report.event_ids]

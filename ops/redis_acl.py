@@ -74,6 +74,7 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
     records = keys.decision_records_stream(decisions)
     intakes = keys.intake_pattern(signups)
     feeds = keys.app_feed_pattern(decisions)  # each app's decision feed (<decisions>:app:<app>)
+    refusal_feeds = keys.app_refusals_pattern(decisions)  # ... and refusals feed (<decisions>:app:<app>:refusals)
     return [
         # Deprecated, rendered `off` unless REDIS_ACL_PASSWORD_APP is set: raw XADD on the shared
         # signups stream lets one app damage it for all (MAXLEN 0, an id at the top of the id
@@ -118,9 +119,11 @@ def roles(streams: StreamSettings | None = None, archive_lock: str = keys.ARCHIV
                 f"(~{awaiting} ~{awaiting_conf} ~{markers} +fcall +exists +zadd +hsetnx)",
                 # Answers a refused signup (onboarding/refusal.py): FCALL answer_refusal in the
                 # dead letter's transaction: EXISTS on the decision's marker and the event id's
-                # fingerprint, SET and PUBLISH on the event's decision key and channel only.
-                f"(~{markers} ~{per_event} ~{fingerprints} +fcall)",
+                # fingerprint, SET and PUBLISH on the event's decision key and channel only,
+                # and for an app's signup XADD (MAXLEN ~) to that app's refusals feed, write only.
+                f"(~{markers} ~{per_event} ~{fingerprints} ~{refusal_feeds} +fcall)",
                 f"(%W~{per_event} &{per_event} +set +publish)",
+                f"(%W~{refusal_feeds} +xadd)",
             ),
         ),
         # The intake process (intake/, onboarding-intake): never parses a payload. It forwards
@@ -342,12 +345,14 @@ def app_role(streams: StreamSettings, app: str) -> Role:
     """One product app's own user `app-<name>` (ONBOARDING_APPS; docs/security.md, per-app
     isolation): XADD to its own intake stream only, read only its own decisions by event id
     (keys and channels under `<decisions>:event:<name>:`), and read its own decision feed
-    `<decisions>:app:<name>` through its own consumer groups (what the clients' `feed` runs:
-    XGROUP CREATE, XREADGROUP, XACK). No read of the shared streams, of another app's
-    decisions or feed, or of the SLA's group: what it can damage is its own intake and feed."""
+    `<decisions>:app:<name>` and refusals feed `<decisions>:app:<name>:refusals` through its
+    own consumer groups (what the clients' `feed` and `answers` run: XGROUP CREATE, XREADGROUP,
+    XACK). No read of the shared streams, of another app's decisions or feeds, or of the SLA's
+    group: what it can damage is its own intake and feeds."""
     intake = _glob(keys.intake_stream(streams.signups_stream, app))
     mine = keys.app_decision_pattern(_glob(streams.decisions_stream), app)
     feed = keys.app_feed_stream(_glob(streams.decisions_stream), app)
+    refusals = keys.app_refusals_stream(_glob(streams.decisions_stream), app)
     return Role(
         f"app-{app}",
         f"product app {app}: add signups to its own intake, read its own decisions by event id and its own feed",
@@ -360,7 +365,7 @@ def app_role(streams: StreamSettings, app: str) -> Role:
             *"+xadd +get +subscribe +unsubscribe".split(),
             # XREADGROUP moves the group's cursor, so the key is read-write; no XADD, XDEL, XTRIM
             # or XRANGE there (selectors bind these commands to the feed alone).
-            f"(~{feed} +xgroup|create +xreadgroup +xack)",
+            f"(~{feed} ~{refusals} +xgroup|create +xreadgroup +xack)",
         ),
     )
 

@@ -5,7 +5,7 @@
 -- against the caller's ACL. Each function is O(1) or O(N) in its few keys and arguments:
 -- none can run long (docs/security.md, busy scripts).
 -- Bump LIBRARY_VERSION with every change of this file: a loader replaces an older library.
-local LIBRARY_VERSION = 3
+local LIBRARY_VERSION = 4
 
 -- KEYS: decisions stream, once-only marker, per-event decision key (and channel), review
 -- case, review queue, review history, (optional) the decision records stream, and (optional,
@@ -59,13 +59,27 @@ local function record_accepted(KEYS, ARGV)
 end
 
 -- KEYS: the decision's once-only marker, the per-event decision key (and channel), the
--- event id's fingerprint. ARGV: refusal JSON, TTL, whether an accepted signup's id blocks
--- the answer ('1') (onboarding/refusal.py).
+-- event id's fingerprint, and (optional, for an app's signup) the app's refusals feed
+-- `<decisions>:app:<app>:refusals`. ARGV: refusal JSON, TTL, whether an accepted signup's id
+-- blocks the answer ('1'), and with the feed: its MAXLEN ~ bound, the app's name, the
+-- decisions stream's name, the service's event id (onboarding/refusal.py). The feed gets the
+-- refusal only when the key does, and only the feed of the app whose prefix the event id has.
 local function answer_refusal(KEYS, ARGV)
+  if KEYS[4] then
+    local decisions, app = ARGV[6], ARGV[5]
+    if KEYS[4] ~= decisions .. ':app:' .. app .. ':refusals'
+        or KEYS[2] ~= decisions .. ':event:' .. ARGV[7]
+        or string.sub(ARGV[7], 1, #app + 1) ~= app .. ':' then
+      return redis.error_reply('ERR the refusals feed is not <decisions>:app:<app>:refusals of the event id\'s app')
+    end
+  end
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
   if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
   redis.call('PUBLISH', KEYS[2], ARGV[1])
+  if KEYS[4] then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event_id', ARGV[7], 'payload', ARGV[1])
+  end
   return 1
 end
 

@@ -3,7 +3,8 @@ real listener decide signups of two users, A and B (for each an ordinary one and
 and for A a refused one); the weekly archive (cut-off 0) moves those runs to the archive
 store; then each user signs up once more, so their latest runs are live, and once through
 app `web`'s intake (the intake process and the listener with ONBOARDING_APPS=web), so a copy
-of their decision is in web's feed `<decisions>:app:web` too. `places_of(user)`
+of their decision is in web's feed `<decisions>:app:web` too (and, for A, a refusal in web's
+refusals feed `<decisions>:app:web:refusals`). `places_of(user)`
 looks in every place a user's data can be, each found non-empty for A; `onboarding-erase
 --user-id A` runs as the operator's command with the stack's admin credential, metadata
 database URL and folders; afterwards every place is empty for A and B's are as they were,
@@ -189,6 +190,7 @@ class Places:
             ],
             "review history": self._stream(keys.review_history_key(s.decisions_stream), needles),
             "app web's decision feed": self._stream(keys.app_feed_stream(s.decisions_stream, "web"), needles),
+            "app web's refusals feed": self._stream(keys.app_refusals_stream(s.decisions_stream, "web"), needles),
             "redis, any key (catch-all)": self._redis_anywhere(needles),
             "airflow dag runs (REST)": sorted(set(conf_runs) | set(reachable)),
             "airflow task instances": self._sql(
@@ -234,6 +236,17 @@ def _refuse(stack: RealtimeStack, user: str) -> str:
     return str(event["event_id"])
 
 
+def _refuse_through_web(stack: RealtimeStack, user: str) -> str:
+    """As app `web` submits a signup the listener refuses: its refusal, under `web:<event id>`,
+    is on the key and on web's refusals feed."""
+    event = new_signup(user_id=user, application=refused_application())
+    publish_raw(stack.redis, keys.intake_stream(stack.streams.signups_stream, "web"), json.dumps(event))
+    service_id = keys.app_event_id("web", str(event["event_id"]))
+    key = keys.decision_key(stack.streams.decisions_stream, service_id)
+    eventually(lambda: stack.redis.exists(key), f"the refusal of {service_id}")
+    return service_id
+
+
 def test_erasure_empties_every_place_of_one_user_and_leaves_the_others(
     request: pytest.FixtureRequest, tmp_path: Path, trained_model_dir: Path
 ) -> None:
@@ -273,7 +286,7 @@ def test_erasure_empties_every_place_of_one_user_and_leaves_the_others(
         via_web = {u: _decide_through_web(stack, [new_signup(user_id=f"user-{u}")]) for u in ("A", "B")}
 
         events = {u: [e["event_id"] for e in first[u] + later[u]] + via_web[u] for u in ("A", "B")}
-        events["A"].append(refused)
+        events["A"] += [refused, _refuse_through_web(stack, "user-A")]
         before_a = places.of("user-A", events["A"])
         before_b = places.of("user-B", events["B"])
         for name, found in before_a.items():  # shown with -s: what each place held of A

@@ -48,6 +48,8 @@ INTAKE = IntakeSettings(streams=STREAMS, block_ms=50)
 PREFIX = f"iso-test-{os.getpid()}-"
 WEB, MOBILE = keys.intake_stream("signups", "web"), keys.intake_stream("signups", "mobile")
 TOP_ID = "18446744073709551615-18446744073709551615"
+WEB_FEED, MOBILE_FEED = keys.app_feed_stream("decisions", "web"), keys.app_feed_stream("decisions", "mobile")
+WEB_REFUSALS = keys.app_refusals_stream("decisions", "web")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -344,7 +346,8 @@ def test_the_client_with_app_submits_to_its_intake_and_gets_the_namespaced_answe
     """The Python client as `app-web` (app="web"): the intake process (its own user) forwards,
     the listener (its own user) triggers the run under `web:<id>`; the decision published under that id (as the DAG's
     publish step does, with the publisher's user) is what the client's wait returns; a
-    refused signup is raised as Refused (answered on the key only: it never reaches a feed)."""
+    refused signup is raised as Refused (on the key, and on web's refusals feed, never on its
+    decision feed)."""
     from onboarding_client import OnboardingClient, Refused
 
     app = OnboardingClient(users("app-web"), app="web")
@@ -367,10 +370,11 @@ def test_the_client_with_app_submits_to_its_intake_and_gets_the_namespaced_answe
     with pytest.raises(Refused) as caught:
         app.wait(refused_id, timeout_s=2)
     assert caught.value.refusal.reason == "out_of_range"
-    # A refusal is answered on the key only, never appended to a stream: the feed has the decision alone.
+    # The decision feed holds decisions alone; the refusal went to web's refusals feed, once.
     assert [f[b"event_id"] for _id, f in redis_client.xrange(keys.app_feed_stream("decisions", "web"))] == [
         f"web:{event_id}".encode()
     ]
+    assert [f[b"event_id"] for _id, f in redis_client.xrange(WEB_REFUSALS)] == [f"web:{refused_id}".encode()]
     app.close()
 
 
@@ -398,6 +402,9 @@ def test_the_app_users_grant_is_what_the_client_runs(
         item = next(app.feed("crm", "pod-1", start="0", block_s=0.1))  # its own feed, its own group
         assert item.decision.event_id == "web:evt-derived"
         item.ack()
+        answer = next(app.answers("erp", "pod-1", start="0", block_s=0.1))  # both of its streams
+        assert answer.stream == WEB_FEED and answer.answer.event_id == "web:evt-derived"
+        answer.ack()
     used = monitor.commands()
     tokens = [t.strip("()") for rule in app_role(STREAMS, "web").rules for t in rule.split()]
     granted = {t[1:] for t in tokens if t.startswith("+")}
@@ -506,9 +513,6 @@ def _url(client: redis.Redis) -> str:
     """A user's connection URL (the task's REDIS_URL)."""
     kw = client.connection_pool.connection_kwargs
     return f"redis://{kw['username']}:{kw['password']}@{kw['host']}:{kw['port']}/{kw['db']}"
-
-
-WEB_FEED, MOBILE_FEED = keys.app_feed_stream("decisions", "web"), keys.app_feed_stream("decisions", "mobile")
 
 
 def test_each_apps_feed_gets_its_own_decisions_from_the_run_and_no_other_app_reads_it(
@@ -632,3 +636,102 @@ def test_an_apps_feed_is_trimmed_by_age_even_while_its_group_holds_entries(
     assert redis_client.xlen(WEB_FEED) == 0
     assert redis_client.xlen("decisions") == 2
     web.close()
+
+
+def test_an_apps_refusals_reach_its_refusals_feed_once_and_only_its_own_user_reads_them(
+    users: Callable[[str], redis.Redis], redis_client: redis.Redis
+) -> None:
+    """Every answer on a stream (issue 27 for apps on their own user): the listener (its own
+    user) appends the refusal of each of web's refused signups to `decisions:app:web:refusals`
+    in the dead letter's transaction; the client's `answers` (as `app-web`) yields web's
+    decision and web's refusals, each once, pending first after a restart; a refusal is never
+    on the decision feed (a 1.2 `feed` reader never meets one), a shared-stream refusal reaches
+    no app's feed, mobile's user cannot read web's refusals, web's cannot forge one, and the
+    intake process trims the refusals feed by age like the decision feed."""
+    from onboarding_client import OnboardingClient, Refusal
+
+    web, mobile = OnboardingClient(users("app-web"), app="web"), OnboardingClient(users("app-mobile"), app="mobile")
+    answers = web.answers("crm", "pod-1", block_s=0.1)  # the groups exist from here on
+    mobile.answers("crm", "pod-1", block_s=0.1)  # mobile's groups: they must get nothing of web's
+    good = new_signup(rng=random.Random(70))
+    good_id = web.submit(good["application"], user_id=good["user_id"])
+    bad_ids = [
+        web.submit(dict(good["application"], age_years=3), user_id="u-bad", validate=False),
+        web.submit(dict(good["application"], purpose="yacht"), user_id="u-bad", validate=False),
+    ]
+    publish_raw(redis_client, "signups", json.dumps({"event_id": "evt-shared", "user_id": "u-s"}))  # no app
+    airflow = FakeAirflow()
+    decide(users("listener"), airflow, users)
+    assert list(airflow.runs) == [f"signup__web:{good_id}"]
+    publish_decision(
+        users("publisher"),
+        "decisions",
+        DecisionEvent(f"web:{good_id}", good["user_id"], "approve", 0.1, [], "v1", f"signup__web:{good_id}"),
+        app="web",
+    )
+    got = [next(answers) for _ in range(3)]
+    refusals = [item.answer for item in got if isinstance(item.answer, Refusal)]
+    decisions = [item.answer for item in got if not isinstance(item.answer, Refusal)]
+    assert sorted(r.event_id for r in refusals) == sorted(f"web:{b}" for b in bad_ids)
+    assert {r.reason for r in refusals} == {"out_of_range", "invalid_value"} and not any(r.retryable for r in refusals)
+    assert [d.event_id for d in decisions] == [f"web:{good_id}"]
+    for refusal in refusals:  # the same answer the key holds
+        assert dict(refusal.raw) == json.loads(redis_client.get(keys.decision_key("decisions", refusal.event_id)))
+    got[0].ack()
+    # A restart of the consumer: what it did not acknowledge comes again, first.
+    again = web.answers("crm", "pod-1", block_s=0.1)
+    assert sorted(next(again).entry_id for _ in range(2)) == sorted(item.entry_id for item in got[1:])
+    assert redis_client.xlen(WEB_REFUSALS) == 2 and redis_client.xlen(WEB_FEED) == 1
+    assert redis_client.xlen(keys.app_refusals_stream("decisions", "mobile")) == 0  # the shared refusal: no app's
+    mobile_refusals = keys.app_refusals_stream("decisions", "mobile")
+    assert redis_client.xpending(mobile_refusals, "crm")["pending"] == 0  # mobile was given nothing
+    spy, owner = users("app-mobile"), users("app-web")
+    for call in (
+        lambda: spy.xreadgroup("crm", "pod-1", {WEB_REFUSALS: "0"}),  # web's group on web's refusals
+        lambda: spy.xgroup_create(WEB_REFUSALS, "spy", id="0"),
+        lambda: spy.xrange(WEB_REFUSALS),
+        lambda: owner.xrange(WEB_REFUSALS),  # its own refusals: only through its groups
+        lambda: owner.xadd(WEB_REFUSALS, {"event_id": "web:forged", "payload": "{}"}),  # forge one
+        lambda: owner.xtrim(WEB_REFUSALS, maxlen=0),
+        lambda: owner.delete(WEB_REFUSALS),
+        # The listener appends through answer_refusal only, and only to the event's app's feed.
+        lambda: users("listener").xadd(WEB_FEED, {"event_id": "web:forged", "payload": "{}"}),
+    ):
+        assert refused(call), call.__code__.co_firstlineno
+    time.sleep(0.01)
+    IntakeForwarder(users("intake"), replace(INTAKE, decisions_retention_s=0, retention_s=0)).run(burst=True)
+    assert redis_client.xlen(WEB_REFUSALS) == 0  # trimmed by age, pending entries and all
+    web.close()
+    mobile.close()
+
+
+def test_a_refusal_goes_only_to_the_feed_of_the_app_its_event_id_belongs_to(redis_client: redis.Redis) -> None:
+    """answer_refusal checks the feed key against the event id's app: a caller cannot append
+    web's refusal to mobile's feed, nor name a stream that is not a refusals feed."""
+    from onboarding.functions import fcall
+
+    marker, key = keys.marker_key("decisions", "web:e1"), keys.decision_key("decisions", "web:e1")
+    fingerprint = keys.fingerprint_key("signups", "web:e1")
+    for feed, app in (
+        (keys.app_refusals_stream("decisions", "mobile"), "mobile"),  # another app's feed
+        (keys.app_refusals_stream("decisions", "mobile"), "web"),  # the key does not match the app
+        (WEB_FEED, "web"),  # the decision feed
+    ):
+        with pytest.raises(ResponseError, match="refusals feed"):
+            fcall(
+                redis_client,
+                "answer_refusal",
+                [marker, key, fingerprint, feed],
+                ["{}", 60, "1", 100, app, "decisions", "web:e1"],
+            )
+    assert not redis_client.exists(key) and not redis_client.exists(WEB_FEED)
+    assert (
+        fcall(
+            redis_client,
+            "answer_refusal",
+            [marker, key, fingerprint, WEB_REFUSALS],
+            ["{}", 60, "1", 100, "web", "decisions", "web:e1"],
+        )
+        == 1
+    )
+    assert redis_client.xlen(WEB_REFUSALS) == 1

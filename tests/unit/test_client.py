@@ -193,6 +193,73 @@ def test_with_an_app_both_clients_feed_from_the_apps_own_stream(redis_client: re
     assert redis_client.xinfo_groups(keys.DECISIONS_STREAM) == []  # the shared stream was not read
 
 
+def _refuse(redis_client: redis.Redis, app: str, event_id: str, reason: str = "missing_field") -> None:
+    """The listener's refusal of an app's signup: answered on the key and the app's refusals feed."""
+    service_id = keys.app_event_id(app, event_id)
+    with redis_client.pipeline(transaction=True) as pipe:
+        refusal = ServiceRefusal(service_id, "u-1", reason, message_for(reason, "user_id"), utc_now())
+        answer_refusal(pipe, keys.SIGNUPS_STREAM, keys.DECISIONS_STREAM, refusal, 60, app=app)
+        pipe.execute()
+
+
+def test_answers_deliver_an_apps_decisions_and_refusals_until_acknowledged(redis_client: redis.Redis) -> None:
+    """`answers` (app= only) reads the app's decision feed and refusals feed through its
+    groups: each answer once, typed (a Decision or a Refusal), this consumer's unacknowledged
+    ones first after a restart, an entry trimmed while pending skipped (and acknowledged)."""
+    from onboarding_client import app_refusals_stream
+
+    refusals_feed = app_refusals_stream("decisions", "web")
+    assert refusals_feed == keys.app_refusals_stream("decisions", "web")
+    with pytest.raises(ContractError, match="app="):
+        OnboardingClient.from_url(TEST_REDIS_URL).answers("crm", "pod-1")
+    web = OnboardingClient(redis.Redis.from_url(TEST_REDIS_URL), app="web")
+    assert web.answer_streams == ("decisions:app:web", refusals_feed)
+    answers = web.answers("crm", "pod-1", start="$", block_s=0.2)
+    publish_decision(redis_client, keys.DECISIONS_STREAM, decision("web:evt-1", "decline"), app="web")
+    _refuse(redis_client, "web", "evt-2")
+    _refuse(redis_client, "mobile", "evt-3")  # another app's: never web's
+    first, second = next(answers), next(answers)
+    by_kind = {type(item.answer).__name__: item for item in (first, second)}
+    assert set(by_kind) == {"Decision", "Refusal"}
+    assert by_kind["Decision"].answer.event_id == "web:evt-1" and by_kind["Decision"].stream == "decisions:app:web"
+    refused_item = by_kind["Refusal"]
+    assert isinstance(refused_item.answer, Refusal) and refused_item.stream == refusals_feed
+    assert (refused_item.answer.event_id, refused_item.answer.reason) == ("web:evt-2", "missing_field")
+    by_kind["Decision"].ack()
+    answers.close()  # a restart before the refusal was handled
+    _refuse(redis_client, "web", "evt-4")
+    _refuse(redis_client, "web", "evt-5")
+    again = web.answers("crm", "pod-1", block_s=0.2)
+    redelivered = next(again)
+    assert redelivered.entry_id == refused_item.entry_id  # pending first
+    redelivered.ack()
+    pending_one = next(again)  # evt-4, delivered and not acknowledged ...
+    assert pending_one.answer.event_id == "web:evt-4"
+    again.close()
+    redis_client.xdel(refusals_feed, pending_one.entry_id)  # ... then trimmed while pending
+    third = web.answers("crm", "pod-1", block_s=0.2)
+    assert next(third).answer.event_id == "web:evt-5"  # the trimmed one skipped
+    third.close()
+    assert redis_client.xpending(refusals_feed, "crm")["pending"] == 1  # evt-5 only: the trimmed one acked
+    web.close()
+
+    async def scenario() -> list[str]:
+        app = AsyncOnboardingClient.from_url(TEST_REDIS_URL, app="web")
+        try:
+            got = await app.answers("audit", "a-1", start="0", block_s=0.2)
+            items = [await got.__anext__() for _ in range(3)]
+            for item in items:
+                await item.ack()
+            await got.aclose()  # type: ignore[attr-defined]
+            for stream in app.answer_streams:
+                assert (await app.redis.xpending(stream, "audit"))["pending"] == 0
+            return sorted(item.answer.event_id for item in items)
+        finally:
+            await app.close()
+
+    assert asyncio.run(scenario()) == ["web:evt-1", "web:evt-2", "web:evt-5"]
+
+
 def test_the_client_depends_on_redis_and_jsonschema_alone() -> None:
     """Apps install it without the service (or Airflow): only the standard library, redis and
     jsonschema (the signup check before sending)."""

@@ -16,8 +16,9 @@
         item.ack()
 
 With the app's own Redis user, `OnboardingClient.from_url(url, app="web")`: signups go to the
-app's intake, answers are read under `web:<event_id>`, and `feed` reads the app's own decision
-stream `decisions:app:web`.
+app's intake, answers are read under `web:<event_id>`, `feed` reads the app's own decision
+stream `decisions:app:web`, and `answers` reads it together with the app's refusals
+`decisions:app:web:refusals` (`item.answer` is a `Decision` or a `Refusal`).
 
 `AsyncOnboardingClient` is the same on `redis.asyncio`. The contracts are the service's
 JSON Schemas (signup.v1.json, decision.v1.json, refusal.v1.json) and docs/integration.md;
@@ -26,6 +27,8 @@ the service's ACL.
 """
 
 from onboarding_client.client import (
+    AnswerItem,
+    AsyncAnswerItem,
     AsyncFeedItem,
     AsyncOnboardingClient,
     ContractError,
@@ -39,6 +42,7 @@ from onboarding_client.client import (
     ReviewInfo,
     ServiceFull,
     app_feed_stream,
+    app_refusals_stream,
     decision_key,
     intake_stream,
     new_event_id,
@@ -50,6 +54,8 @@ from onboarding_client.client import (
 )
 
 __all__ = [
+    "AnswerItem",
+    "AsyncAnswerItem",
     "AsyncFeedItem",
     "AsyncOnboardingClient",
     "ContractError",
@@ -63,6 +69,7 @@ __all__ = [
     "ReviewInfo",
     "ServiceFull",
     "app_feed_stream",
+    "app_refusals_stream",
     "decision_key",
     "intake_stream",
     "new_event_id",

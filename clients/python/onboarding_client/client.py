@@ -10,7 +10,9 @@ listener dead-lettered the signup), which `get` and `wait` raise as `Refused`. A
 is provisional (`final: false`): the reviewer's final decision later overwrites the key and
 is announced on the channel (`wait(..., until_final=True)` waits for it).
 Reading all decisions: the `<decisions>` stream through the app's own consumer group; it
-holds decisions only (a `review` and, later, its final decision; never a refusal).
+holds decisions only (a `review` and, later, its final decision; never a refusal). An app on
+its own user also has a refusals feed `<decisions>:app:<name>:refusals`; `answers` reads
+both of its streams (decisions and refusals) through its consumer groups.
 Per-app users (`app=`, docs/integration.md): an app with its own Redis user `app-<name>`
 submits to its own intake stream `<signups>:app:<name>` and the service decides the signup as
 `<name>:<event_id>`: the answer is under `<decisions>:event:<name>:<event_id>` (key and
@@ -41,6 +43,7 @@ import redis
 import redis.asyncio as aioredis
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
+from redis.typing import KeyT, StreamIdT
 
 SCHEMA_VERSION = 1
 OUTCOMES = ("approve", "review", "decline")
@@ -127,6 +130,12 @@ def app_feed_stream(decisions_stream: str, app: str) -> str:
     """An app's own decision stream: the decisions of its signups (its per-app Redis user may
     read it through its own consumer groups, and nothing else of the decisions)."""
     return f"{decisions_stream}:app:{app}"
+
+
+def app_refusals_stream(decisions_stream: str, app: str) -> str:
+    """An app's own refusals stream: the refusals of its refused signups, appended by the
+    service in the same step that answers them on the key (read like the decision feed)."""
+    return f"{decisions_stream}:app:{app}:refusals"
 
 
 def decision_key(decisions_stream: str, event_id: str) -> str:
@@ -402,6 +411,33 @@ class AsyncFeedItem:
         await self._ack(self.entry_id)
 
 
+@dataclass
+class AnswerItem:
+    """An answer from the app's consumer groups (`answers`): a `Decision` from the decision
+    feed or a `Refusal` from the refusals feed (`stream` says which); `ack()` once handled."""
+
+    entry_id: str
+    stream: str
+    answer: Decision | Refusal
+    _ack: Any = field(repr=False)
+
+    def ack(self) -> None:
+        self._ack(self.stream, self.entry_id)
+
+
+@dataclass
+class AsyncAnswerItem:
+    """`AnswerItem` of the asyncio client: `await item.ack()`."""
+
+    entry_id: str
+    stream: str
+    answer: Decision | Refusal
+    _ack: Any = field(repr=False)
+
+    async def ack(self) -> None:
+        await self._ack(self.stream, self.entry_id)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -459,6 +495,19 @@ def _entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
     return [(_text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
 
 
+def _stream_entries(reply: Any) -> list[tuple[str, str, dict[bytes, bytes]]]:
+    """The entries of an XREADGROUP reply on several streams (RESP2): (stream, id, fields)."""
+    return [
+        (_text(stream), _text(entry_id), fields or {})
+        for stream, entries in reply or []
+        for entry_id, fields in entries
+    ]
+
+
+def _answer_of(fields: dict[bytes, bytes]) -> Answer:
+    return read_answer(fields[b"payload"])
+
+
 class _Names:
     """Where a client writes and reads: the streams, its app, its intake and answer keys
     (shared by the synchronous and the asyncio client)."""
@@ -481,6 +530,13 @@ class _Names:
     def feed_stream(self) -> str:
         """The stream `feed` reads: the app's own decision stream with `app=`, else the shared one."""
         return app_feed_stream(self.decisions_stream, self.app) if self.app else self.decisions_stream
+
+    @property
+    def answer_streams(self) -> tuple[str, str]:
+        """The streams `answers` reads (`app=` only): the app's decision feed and refusals feed."""
+        if not self.app:
+            raise ContractError("answers needs app=: refusals are fed only to an app on its own user")
+        return (self.feed_stream, app_refusals_stream(self.decisions_stream, self.app))
 
 
 class OnboardingClient(_Names):
@@ -598,6 +654,57 @@ class OnboardingClient(_Names):
                     continue
                 yield FeedItem(entry_id, Decision.from_json(fields[b"payload"]), ack)
 
+    def answers(
+        self, group: str, consumer: str, *, start: str = "$", block_s: float = 5.0, count: int = 100
+    ) -> Iterator[AnswerItem]:
+        """As `feed`, over both of the app's streams (`app=` only): every decision of its
+        signups and every refusal (`AnswerItem.answer` is a `Decision` or a `Refusal`), through
+        the app's consumer group `group` on each. First this consumer's pending entries of
+        each stream, then new ones as they come. The groups exist when this returns."""
+        streams = self.answer_streams
+        for stream in streams:
+            try:
+                self.redis.xgroup_create(stream, group, id=start, mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+        return self._answers(streams, group, consumer, block_s, count)
+
+    def _answers(
+        self, streams: tuple[str, ...], group: str, consumer: str, block_s: float, count: int
+    ) -> Iterator[AnswerItem]:
+        def ack(stream: str, entry_id: str) -> None:
+            self.redis.xack(stream, group, entry_id)
+
+        cursors = dict.fromkeys(streams, "0")  # own pending entries first, stream by stream
+        while True:
+            pending = {stream: cursor for stream, cursor in cursors.items() if cursor != ">"}
+            reply = self.redis.xreadgroup(
+                group, consumer, _ids(pending or cursors), count=count, block=None if pending else int(block_s * 1000)
+            )
+            entries = _stream_entries(reply)
+            _advance(cursors, pending, entries)
+            for stream, entry_id, fields in entries:
+                if not fields:  # trimmed while pending: nothing left to read
+                    ack(stream, entry_id)
+                    continue
+                yield AnswerItem(entry_id, stream, _answer_of(fields), ack)
+
+
+def _ids(cursors: dict[str, str]) -> dict[KeyT, StreamIdT]:
+    """The streams and ids of an XREADGROUP call (typed as redis-py wants them)."""
+    return {stream: cursor for stream, cursor in cursors.items()}
+
+
+def _advance(
+    cursors: dict[str, str], pending: dict[str, str], entries: list[tuple[str, str, dict[bytes, bytes]]]
+) -> None:
+    """After a read of pending entries: each stream's cursor moves past its last entry, or to
+    new entries ('>') once its pending ones are all read."""
+    last = {stream: entry_id for stream, entry_id, _fields in entries}
+    for stream in pending:
+        cursors[stream] = last.get(stream, ">")
+
 
 class AsyncOnboardingClient(_Names):
     """The same on redis.asyncio."""
@@ -701,3 +808,36 @@ class AsyncOnboardingClient(_Names):
                     await ack(entry_id)
                     continue
                 yield AsyncFeedItem(entry_id, Decision.from_json(fields[b"payload"]), ack)
+
+    async def answers(
+        self, group: str, consumer: str, *, start: str = "$", block_s: float = 5.0, count: int = 100
+    ) -> AsyncIterator[AsyncAnswerItem]:
+        """As `OnboardingClient.answers`: decisions and refusals of the app's signups."""
+        streams = self.answer_streams
+        for stream in streams:
+            try:
+                await self.redis.xgroup_create(stream, group, id=start, mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+        return self._answers(streams, group, consumer, block_s, count)
+
+    async def _answers(
+        self, streams: tuple[str, ...], group: str, consumer: str, block_s: float, count: int
+    ) -> AsyncIterator[AsyncAnswerItem]:
+        async def ack(stream: str, entry_id: str) -> None:
+            await self.redis.xack(stream, group, entry_id)
+
+        cursors = dict.fromkeys(streams, "0")
+        while True:
+            pending = {stream: cursor for stream, cursor in cursors.items() if cursor != ">"}
+            reply = await self.redis.xreadgroup(
+                group, consumer, _ids(pending or cursors), count=count, block=None if pending else int(block_s * 1000)
+            )
+            entries = _stream_entries(reply)
+            _advance(cursors, pending, entries)
+            for stream, entry_id, fields in entries:
+                if not fields:
+                    await ack(stream, entry_id)
+                    continue
+                yield AsyncAnswerItem(entry_id, stream, _answer_of(fields), ack)
