@@ -12,10 +12,13 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from listener.deadletters import get_dead_letter, list_dead_letters, replay
+import redis
+
+from listener.deadletters import DeadLetter, get_dead_letter, list_dead_letters, replay
 from onboarding.console import add_version, environment_epilog
 from onboarding.decision import DecisionEvent, get_decision, read_decisions, wait_for_decision
 from onboarding.errors import InvalidEvent
@@ -133,6 +136,18 @@ def decisions_main(argv: list[str] | None = None) -> int:
 
 
 def deadletters_main(argv: list[str] | None = None) -> int:
+    parser = _deadletters_parser()
+    args = parser.parse_args(argv)
+    stack_defaults_for(parser.prog)
+    streams = StreamSettings.from_env()
+    client = connect(streams.redis_url, Role.CLI)
+    if args.command == "replay" and not args.ids and not args.reason:
+        parser.error("replay needs dead-letter ids or --reason")
+    return DEADLETTER_COMMANDS[args.command](args, client, streams)
+
+
+def _deadletters_parser() -> argparse.ArgumentParser:
+    """The command line of onboarding-deadletters: list, show and replay."""
     parser = _parser(
         "onboarding-deadletters",
         "List, inspect and replay dead-lettered signups (replayed ones are validated again).",
@@ -147,34 +162,35 @@ def deadletters_main(argv: list[str] | None = None) -> int:
     replay_cmd.add_argument("ids", nargs="*", help="dead-letter ids to replay")
     replay_cmd.add_argument("--reason", help="replay every dead letter with this reason")
     replay_cmd.add_argument("--dry-run", action="store_true", help="show what would be replayed")
-    args = parser.parse_args(argv)
-    stack_defaults_for(parser.prog)
-    streams = StreamSettings.from_env()
-    client = connect(streams.redis_url, Role.CLI)
+    return parser
+
+
+def _list_letters(args: argparse.Namespace, client: redis.Redis, streams: StreamSettings) -> int:
+    """Print one JSON line per dead letter (of a reason, the newest N), and how many on stderr."""
     dead = streams.dead_letter_stream
-    if args.command == "list":
-        letters = list_dead_letters(client, dead, args.reason, args.count)
-        for listed in letters:
-            print(json.dumps(listed.to_dict()))
-        print(f"{len(letters)} dead letter(s) in {dead}", file=sys.stderr)
-        return 0
-    if args.command == "show":
-        letter = get_dead_letter(client, dead, args.id)
-        if letter is None:
-            print(f"no dead letter {args.id} in {dead}", file=sys.stderr)
-            return 1
-        print(json.dumps(letter.to_dict(with_payload=True), indent=2))
-        return 0
-    if not args.ids and not args.reason:
-        parser.error("replay needs dead-letter ids or --reason")
-    chosen = list_dead_letters(client, dead, args.reason) if args.reason else []
-    missing: list[str] = []
-    for entry_id in args.ids:
-        letter = get_dead_letter(client, dead, entry_id)
-        if letter is None:
-            missing.append(entry_id)
-        else:
-            chosen.append(letter)
+    letters = list_dead_letters(client, dead, args.reason, args.count)
+    for listed in letters:
+        print(json.dumps(listed.to_dict()))
+    print(f"{len(letters)} dead letter(s) in {dead}", file=sys.stderr)
+    return 0
+
+
+def _show_letter(args: argparse.Namespace, client: redis.Redis, streams: StreamSettings) -> int:
+    """Print one dead letter with its original payload; 1 if there is none with that id."""
+    dead = streams.dead_letter_stream
+    letter = get_dead_letter(client, dead, args.id)
+    if letter is None:
+        print(f"no dead letter {args.id} in {dead}", file=sys.stderr)
+        return 1
+    print(json.dumps(letter.to_dict(with_payload=True), indent=2))
+    return 0
+
+
+def _replay_letters(args: argparse.Namespace, client: redis.Redis, streams: StreamSettings) -> int:
+    """Replay the chosen dead letters (or show them, with --dry-run); 0 only when every one
+    of them was replayed."""
+    dead = streams.dead_letter_stream
+    chosen, missing = _chosen_letters(client, dead, args.reason, args.ids)
     if missing:
         print(f"no such dead letter(s): {', '.join(missing)}", file=sys.stderr)
         return 1
@@ -191,3 +207,27 @@ def deadletters_main(argv: list[str] | None = None) -> int:
     done = sum(1 for _letter, new_id in results if new_id)
     print(f"replayed {done} of {len(chosen)} dead letter(s) to {streams.signups_stream}", file=sys.stderr)
     return 0 if done == len(chosen) else 1
+
+
+def _chosen_letters(
+    client: redis.Redis, dead: str, reason: str | None, ids: list[str]
+) -> tuple[list[DeadLetter], list[str]]:
+    """The dead letters to replay: every one of `reason`, then those of `ids`; and the ids
+    that name no dead letter."""
+    chosen = list_dead_letters(client, dead, reason) if reason else []
+    missing: list[str] = []
+    for entry_id in ids:
+        letter = get_dead_letter(client, dead, entry_id)
+        if letter is None:
+            missing.append(entry_id)
+        else:
+            chosen.append(letter)
+    return chosen, missing
+
+
+# onboarding-deadletters: each subcommand's handler.
+DEADLETTER_COMMANDS: dict[str, Callable[[argparse.Namespace, redis.Redis, StreamSettings], int]] = {
+    "list": _list_letters,
+    "show": _show_letter,
+    "replay": _replay_letters,
+}

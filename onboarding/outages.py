@@ -54,8 +54,23 @@ def through_redis_outages(
     When the stream or its consumer group has gone (deleted by hand, or a Redis that came
     back without its data), run it again at once: the loop creates the group first.
     Returns the loop's result, or None if `stop` was set during an outage."""
-    down_since: float | None = None
-    last_log = 0.0
+    backoff = Backoff(min(retry_initial_s, retry_max_s), retry_max_s)
+    attempt = _recreating_the_group(loop, stop, tick, who)
+    try:
+        return backoff.retry(attempt, REDIS_OUTAGE, stop=stop, on_retry=_outage_log(who, tick))
+    except _Stopped:
+        return None
+    except REDIS_OUTAGE:
+        if stop.is_set():
+            return None
+        raise
+
+
+def _recreating_the_group(
+    loop: Callable[[], T], stop: threading.Event, tick: Callable[[], None], who: str
+) -> Callable[[], T]:
+    """`loop`, run again at once (after `tick`) whenever its stream or consumer group has gone;
+    raises _Stopped if `stop` is set meanwhile."""
 
     def until_outage() -> T:
         while True:
@@ -70,6 +85,15 @@ def through_redis_outages(
                     raise _Stopped from err
                 tick()
 
+    return until_outage
+
+
+def _outage_log(who: str, tick: Callable[[], None]) -> Callable[[BaseException, float], None]:
+    """What each retry during an outage does: a warning with how long Redis has been down, at
+    most every LOG_EVERY_S, and a `tick` so liveness stays green."""
+    down_since: float | None = None
+    last_log = 0.0
+
     def on_retry(err: BaseException, _delay_s: float) -> None:
         nonlocal down_since, last_log
         now = time.monotonic()
@@ -82,15 +106,7 @@ def through_redis_outages(
             )
         tick()
 
-    backoff = Backoff(min(retry_initial_s, retry_max_s), retry_max_s)
-    try:
-        return backoff.retry(until_outage, REDIS_OUTAGE, stop=stop, on_retry=on_retry)
-    except _Stopped:
-        return None
-    except REDIS_OUTAGE:
-        if stop.is_set():
-            return None
-        raise
+    return on_retry
 
 
 class _Stopped(Exception):

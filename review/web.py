@@ -105,15 +105,9 @@ class ReviewApp:
 
     def handle(self, method: str, path: str, cookie_header: str | None, form: dict[str, str]) -> tuple[str, Reply]:
         """(route label, reply) of one request."""
-        if method == "GET" and path == "/metrics":
-            return "/metrics", Reply(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
-        if method == "GET" and path in ("/livez", "/readyz"):
-            ok, why = (True, "serving") if path == "/livez" else self.ready()
-            return path, Reply(200 if ok else 503, f"{why}\n".encode(), TEXT)
-        if path == "/login":
-            if method == "POST":
-                return "/login", self.login(form)
-            return "/login", Reply(200, login_page().encode())
+        public = self.public_reply(method, path, form)
+        if public is not None:
+            return path, public
         session = self.session(cookie_header)
         if path == "/logout" and method == "POST":
             return "/logout", redirect("/login", ("Set-Cookie", Sessions.clear_cookie()))
@@ -122,19 +116,38 @@ class ReviewApp:
             return route, Reply(404, page("Not found", "<p>No such page. <a href='/'>The queue</a>.</p>").encode())
         if session is None:
             return route, redirect("/login")
+        return route, self.reviewer_reply(method, session, case_id, action, form)
+
+    def public_reply(self, method: str, path: str, form: dict[str, str]) -> Reply | None:
+        """The pages without a login: the metrics, the probes and the login form (None for any
+        other page). Their route label is their path."""
+        if method == "GET" and path == "/metrics":
+            return Reply(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+        if method == "GET" and path in ("/livez", "/readyz"):
+            ok, why = (True, "serving") if path == "/livez" else self.ready()
+            return Reply(200 if ok else 503, f"{why}\n".encode(), TEXT)
+        if path == "/login":
+            return self.login(form) if method == "POST" else Reply(200, login_page().encode())
+        return None
+
+    def reviewer_reply(
+        self, method: str, session: Session, case_id: str | None, action: str | None, form: dict[str, str]
+    ) -> Reply:
+        """A logged-in reviewer's request: an action on a case (a POST with the form's CSRF
+        token), the queue or a case page (a GET)."""
         if method == "POST" and action is not None and case_id is not None:
             if not self.sessions.csrf_ok(session, form.get("csrf", "")):
-                return route, Reply(403, page("Refused", "<p>The form's token is missing or stale: reload the "
-                                              "page and try again.</p>").encode())  # fmt: skip
-            return route, self.act(session, case_id, action, form)
+                return Reply(403, page("Refused", "<p>The form's token is missing or stale: reload the "
+                                       "page and try again.</p>").encode())  # fmt: skip
+            return self.act(session, case_id, action, form)
         if method != "GET" or action is not None:
-            return route, Reply(405, page("Not allowed", "<p>Use the page's forms.</p>").encode())
+            return Reply(405, page("Not allowed", "<p>Use the page's forms.</p>").encode())
         try:
             if case_id is None:
-                return route, Reply(200, queue_page(self.queue.pending(limit=1000), session, self).encode())
-            return route, self.case_reply(session, case_id)
+                return Reply(200, queue_page(self.queue.pending(limit=1000), session, self).encode())
+            return self.case_reply(session, case_id)
         except CaseNotFound as err:
-            return route, Reply(404, page("No such case", f"<p>{html.escape(str(err))}</p>", session, self).encode())
+            return Reply(404, page("No such case", f"<p>{html.escape(str(err))}</p>", session, self).encode())
 
     def session(self, cookie_header: str | None) -> Session | None:
         if not cookie_header:

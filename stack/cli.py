@@ -28,6 +28,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from onboarding.console import add_version, environment_epilog
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_version(parser)
-    parser.add_argument("command", choices=["demo", "up", "down", "status", "restart", "logs"])
+    parser.add_argument("command", choices=list(COMMANDS))
     parser.add_argument(
         "name", nargs="?", help="for logs and restart: listener-1, realtime-scheduler, sla, ... (see status)"
     )
@@ -133,30 +134,62 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         stack = Stack(StackSettings.from_env())
-        if args.command == "demo":
-            return demo(stack)
-        if args.command == "up":
-            stack.up()
-        elif args.command == "down":
-            stack.down()
-        elif args.command == "status":
-            statuses = stack.statuses()
-            if args.json:
-                print(json.dumps([s.to_dict() for s in statuses], indent=1))
-            else:
-                for service in statuses:
-                    print(f"{service.name:26} {service.text}")
-            return 0 if all(s.text.startswith("up") for s in statuses) else 3
-        elif args.command == "restart":
-            if args.name is None:
-                parser.error("restart needs the NAME of a service (see `onboarding-stack status`)")
-            stack.restart(args.name)
-        elif args.command == "logs":
-            return logs(stack, args.name, args.follow, args.lines)
+        return COMMANDS[args.command](stack, args, parser)
     except (StackError, OnboardingError) as err:
         print(f"onboarding-stack: {err}", file=sys.stderr)
         return 1
+
+
+def _demo(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Start the stack, publish a sample signup and print its decision."""
+    return demo(stack)
+
+
+def _up(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Start every service under the supervisor."""
+    stack.up()
     return 0
+
+
+def _down(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Stop everything, whole process trees."""
+    stack.down()
+    return 0
+
+
+def _status(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print each service's state (a table, or JSON with --json); 0 only when every one is up, else 3."""
+    statuses = stack.statuses()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in statuses], indent=1))
+    else:
+        for service in statuses:
+            print(f"{service.name:26} {service.text}")
+    return 0 if all(s.text.startswith("up") for s in statuses) else 3
+
+
+def _restart(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Restart the one service NAME; the others run on."""
+    if args.name is None:
+        parser.error("restart needs the NAME of a service (see `onboarding-stack status`)")
+    stack.restart(args.name)
+    return 0
+
+
+def _logs(stack: Stack, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print (or follow, with -f) the last lines of one log or all."""
+    return logs(stack, args.name, args.follow, args.lines)
+
+
+# Each command's handler, in the order `--help` lists them.
+COMMANDS: dict[str, Callable[[Stack, argparse.Namespace, argparse.ArgumentParser], int]] = {
+    "demo": _demo,
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "restart": _restart,
+    "logs": _logs,
+}
 
 
 if __name__ == "__main__":
