@@ -164,25 +164,31 @@ def erase_from_streams(
     candidates += [keys.final_marker_key(streams.decisions_stream, c) for c in report.review_cases]
     report.keys = [key for key in candidates if client.exists(key)]
     if not dry_run:
-        for stream, ids in (
-            (streams.signups_stream, report.signups),
-            (streams.decisions_stream, report.decisions),
-            (streams.dead_letter_stream, report.dead_letters),
-            (keys.review_history_key(streams.decisions_stream), report.review_history),
-            *report.intakes.items(),
-            *report.app_feeds.items(),
-        ):
-            for start in range(0, len(ids), 500):
-                client.xdel(stream, *ids[start : start + 500])
-        if report.keys:
-            client.delete(*report.keys)
-        if report.review_cases:
-            client.zrem(keys.review_queue_key(streams.decisions_stream), *report.review_cases)
-        for start in range(0, len(report.awaiting), 500):
-            chunk = report.awaiting[start : start + 500]
-            client.zrem(keys.awaiting_key(streams.signups_stream), *chunk)
-            client.hdel(keys.awaiting_conf_key(streams.signups_stream), *chunk)
+        _erase(client, streams, report)
     return report
+
+
+def _erase(client: redis.Redis, streams: StreamSettings, report: StreamErasure) -> None:
+    """Remove what `report` found: the stream entries (500 per XDEL), the keys, the review
+    cases from the queue and the awaiting signups with their run conf."""
+    for stream, ids in (
+        (streams.signups_stream, report.signups),
+        (streams.decisions_stream, report.decisions),
+        (streams.dead_letter_stream, report.dead_letters),
+        (keys.review_history_key(streams.decisions_stream), report.review_history),
+        *report.intakes.items(),
+        *report.app_feeds.items(),
+    ):
+        for start in range(0, len(ids), 500):
+            client.xdel(stream, *ids[start : start + 500])
+    if report.keys:
+        client.delete(*report.keys)
+    if report.review_cases:
+        client.zrem(keys.review_queue_key(streams.decisions_stream), *report.review_cases)
+    for start in range(0, len(report.awaiting), 500):
+        chunk = report.awaiting[start : start + 500]
+        client.zrem(keys.awaiting_key(streams.signups_stream), *chunk)
+        client.hdel(keys.awaiting_conf_key(streams.signups_stream), *chunk)
 
 
 def erase_airflow_runs(client: AirflowClient, run_ids: list[str], dry_run: bool = False) -> list[str]:
