@@ -7,12 +7,15 @@ Layout of a model directory:
                                            metrics, policy thresholds
     <model_dir>/<version>/MANIFEST.json    the SHA-256 of both files, and MANIFEST.sig its
                                            Ed25519 signature (`risk.integrity`)
-    <model_dir>/CURRENT                    the version in service
+    <model_dir>/CURRENT                    the version in service (first line), and the
+                                           signed promotion record (`risk.integrity.Pointer`)
 
 A new version becomes current by an atomic rename of CURRENT, so a reader sees the old
-version or the new one, never half of either. `ModelStore.current()` caches the loaded model
-per process and reloads only when CURRENT names another version, after verifying the
-version's signed manifest (a tampered or unsigned version is refused: `ModelIntegrityError`).
+version or the new one, never half of either. `ModelStore.current()` verifies CURRENT's
+signature at every call (a pointer edited by hand, or an older one put back, is refused:
+`ModelIntegrityError`), caches the loaded model per process and reloads only when CURRENT
+names another version, after verifying the version's signed manifest (a tampered or unsigned
+version is refused the same way).
 """
 
 from __future__ import annotations
@@ -33,7 +36,18 @@ from sklearn.pipeline import Pipeline
 
 from onboarding.settings import DATASETS
 from risk.errors import ModelError
-from risk.integrity import Signer, Verifier, content_hash, sign_version, verify_version
+from risk.integrity import (
+    ModelIntegrityError,
+    Pointer,
+    Signer,
+    Verifier,
+    content_hash,
+    pointer_sequence,
+    pointer_text,
+    sign_version,
+    verify_pointer,
+    verify_version,
+)
 from risk.model import Scorer, feature_schema
 from risk.policy import Policy
 
@@ -108,7 +122,7 @@ def save_model(
     (target / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     sign_version(target, signer or Signer())
     if make_current:
-        set_current(model_dir, version)
+        set_current(model_dir, version, signer)
     return version
 
 
@@ -118,13 +132,21 @@ def _skops_version() -> str:
     return version("skops")
 
 
-def set_current(model_dir: Path, version: str) -> None:
-    if not (model_dir / version / METADATA_FILE).is_file():
+def set_current(model_dir: Path, version: str, signer: Signer | None = None, check: bool = True) -> Pointer:
+    """Put `version` in service: CURRENT rewritten atomically, signed with `signer` (default the
+    development key) under the next sequence number. `check=False` writes a pointer to a
+    version that is not there (a test's broken promotion)."""
+    if check and not (model_dir / version / METADATA_FILE).is_file():
         raise ModelError(f"model version {version!r} does not exist in {model_dir}")
+    try:
+        previous = pointer_sequence((model_dir / CURRENT_FILE).read_text())
+    except OSError:
+        previous = 0
+    pointer = Pointer(version, previous + 1, datetime.now(UTC).isoformat())
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".CURRENT.")
     os.fchmod(fd, 0o644)  # read by the realtime instance, possibly as another user
     with os.fdopen(fd, "w") as fh:
-        fh.write(version + "\n")
+        fh.write(pointer_text(pointer, signer or Signer()))
         fh.flush()
         os.fsync(fh.fileno())  # never an empty CURRENT after a power cut
     os.replace(tmp, model_dir / CURRENT_FILE)
@@ -133,15 +155,27 @@ def set_current(model_dir: Path, version: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return pointer
 
 
-def current_version(model_dir: Path) -> str:
+def _current_text(model_dir: Path) -> str:
     try:
-        return (model_dir / CURRENT_FILE).read_text().strip()
+        return (model_dir / CURRENT_FILE).read_text()
     except PermissionError as err:
         raise ModelError(f"cannot read {model_dir / CURRENT_FILE}: {err}") from err
     except FileNotFoundError as err:
         raise ModelError(f"no current model in {model_dir}: train one with `onboarding-train`") from err
+
+
+def current_version(model_dir: Path) -> str:
+    """The version CURRENT names (its first line; the signature is not checked here)."""
+    lines = _current_text(model_dir).splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def current_pointer(model_dir: Path, verifier: Verifier) -> Pointer:
+    """CURRENT, its signature verified with `verifier` (`ModelIntegrityError` otherwise)."""
+    return verify_pointer(_current_text(model_dir), verifier)
 
 
 def load_model(
@@ -196,11 +230,20 @@ class ModelStore:
         self.verifier = verifier or Signer().verifier()
         self._lock = threading.Lock()
         self._loaded: LoadedModel | None = None
+        self._sequence = 0  # the newest promotion this process has served
         self.loads = 0
 
     def current(self) -> LoadedModel:
-        version = current_version(self.model_dir)
+        pointer = current_pointer(self.model_dir, self.verifier)
+        version = pointer.version
         with self._lock:
+            if pointer.sequence < self._sequence:
+                raise ModelIntegrityError(
+                    version,
+                    f"CURRENT went back to promotion {pointer.sequence} after this process served "
+                    f"promotion {self._sequence} (an old CURRENT put back; roll back with `onboarding-model rollback`)",
+                )
+            self._sequence = pointer.sequence
             if self._loaded is None or self._loaded.version != version:
                 self._loaded = load_model(self.model_dir, version, self.dataset, self.verifier)
                 self.loads += 1

@@ -49,7 +49,7 @@ from risk.evaluation import CANDIDATES, evaluate, interval_table, markdown_table
 from risk.fairness import markdown_table as fairness_table
 from risk.model import MODEL_KIND, load_dataset, probability_bad, reason_codes
 from risk.policy import CostMatrix
-from risk.registry import history, metadata, promote, rollback, train_version, versions
+from risk.registry import history, metadata, promote, rollback, sign_current, train_version, versions
 from risk.settings import RiskSettings
 
 
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "sign", help="sign a version trained before versions were signed (only one you trust: it vouches for it)"
     )
     sg.add_argument("version")
+    sub.add_parser(
+        "sign-current",
+        help="sign CURRENT as it is (a pointer written before pointers were signed); the version must verify",
+    )
     rp = sub.add_parser(
         "replay",
         help="re-decide recorded decisions with their recorded model versions and report every difference "
@@ -172,7 +176,13 @@ def cmd_train(settings: RiskSettings, args: argparse.Namespace) -> int:
     }
     if not args.no_promote:
         result["promotion"] = promote(
-            model_dir, version, settings.gate(), data=data, progress=_progress, verifier=settings.verifier()
+            model_dir,
+            version,
+            settings.gate(),
+            data=data,
+            progress=_progress,
+            verifier=settings.verifier(),
+            signer=settings.signer(),
         )
         result["current"] = version
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -259,14 +269,21 @@ def cmd_history(settings: RiskSettings, args: argparse.Namespace) -> int:
 def cmd_promote(settings: RiskSettings, args: argparse.Namespace) -> int:
     data = load_dataset(settings.streams.dataset)
     reasons = promote(
-        settings.model_dir, args.version, settings.gate(), args.force, data, _progress, verifier=settings.verifier()
+        settings.model_dir,
+        args.version,
+        settings.gate(),
+        args.force,
+        data,
+        _progress,
+        verifier=settings.verifier(),
+        signer=settings.signer(),
     )
     print(json.dumps({"current": args.version, "gate": reasons}))
     return 0
 
 
 def cmd_rollback(settings: RiskSettings, args: argparse.Namespace) -> int:
-    print(json.dumps({"current": rollback(settings.model_dir, settings.verifier())}))
+    print(json.dumps({"current": rollback(settings.model_dir, settings.verifier(), settings.signer())}))
     return 0
 
 
@@ -347,11 +364,22 @@ def cmd_bench(settings: RiskSettings, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(settings: RiskSettings, args: argparse.Namespace) -> int:
+    from risk.artifacts import current_pointer
     from risk.integrity import verify_version
 
+    result: dict[str, object] = {}
+    if args.version is None:  # the version in service: CURRENT's signature first
+        pointer = current_pointer(settings.model_dir, settings.verifier())
+        result["current"] = {"sequence": pointer.sequence, "promoted_at": pointer.promoted_at, "verified": True}
     version = args.version or current_version(settings.model_dir)
     digest = verify_version(settings.model_dir / version, settings.verifier())
-    print(json.dumps({"version": version, "verified": True, "content_sha256": digest}))
+    print(json.dumps({"version": version, "verified": True, "content_sha256": digest, **result}))
+    return 0
+
+
+def cmd_sign_current(settings: RiskSettings, args: argparse.Namespace) -> int:
+    pointer = sign_current(settings.model_dir, settings.verifier(), settings.signer())
+    print(json.dumps({"current": pointer.version, "sequence": pointer.sequence, "signed": True}))
     return 0
 
 
@@ -418,6 +446,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "verify": cmd_verify,
     "sign": cmd_sign,
+    "sign-current": cmd_sign_current,
     "replay": cmd_replay,
 }
 

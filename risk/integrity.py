@@ -16,6 +16,13 @@ local stack uses `DEV_SEED`, a published development key: production sets
 
 The content hash of a version (`content_hash`) is the SHA-256 of its manifest's bytes: it
 names every byte the service loads, so a decision record can name exactly what decided.
+
+The pointer `<model_dir>/CURRENT` is signed too (`pointer_text`, `verify_pointer`): its first
+line is the version in service (what people and older tools read), its second a JSON record
+of the promotion's sequence number, time, key id and the Ed25519 signature of all of them, so
+whoever can write the model volume without the key cannot point the service at another
+version, signed or not. The sequence grows with every promotion or rollback; a realtime
+process refuses a pointer older than one it has served (a replayed copy of an old CURRENT).
 """
 
 from __future__ import annotations
@@ -38,10 +45,13 @@ __all__ = [
     "MANIFEST_FILE",
     "SIGNATURE_FILE",
     "ModelIntegrityError",
+    "Pointer",
     "Signer",
     "Verifier",
     "content_hash",
+    "pointer_text",
     "sign_version",
+    "verify_pointer",
     "verify_version",
 ]
 
@@ -189,3 +199,68 @@ def verify_version(folder: Path, verifier: Verifier) -> str:
                 version, f"{name} was changed after signing (sha256 {actual[:12]}…, signed {str(files[name])[:12]}…)"
             )
     return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What a signed CURRENT says: the version in service, the promotion's sequence and time."""
+
+    version: str
+    sequence: int
+    promoted_at: str
+
+
+def _pointer_bytes(version: str, sequence: int, promoted_at: str) -> bytes:
+    return f"onboarding-model CURRENT v1\n{version}\n{sequence}\n{promoted_at}\n".encode()
+
+
+def pointer_text(pointer: Pointer, signer: Signer) -> str:
+    """The text of a signed CURRENT: the version, then the signed promotion record."""
+    signature = signer.sign(_pointer_bytes(pointer.version, pointer.sequence, pointer.promoted_at)).hex()
+    record = {
+        "sequence": pointer.sequence,
+        "promoted_at": pointer.promoted_at,
+        "key_id": signer.verifier().key_id,
+        "signature": signature,
+    }
+    return f"{pointer.version}\n{json.dumps(record, sort_keys=True)}\n"
+
+
+def pointer_sequence(text: str) -> int:
+    """The sequence number a CURRENT's text claims (unverified; 0 when it has none): where the
+    next promotion counts on from."""
+    lines = text.splitlines()
+    try:
+        return int(json.loads(lines[1])["sequence"]) if len(lines) > 1 else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def verify_pointer(text: str, verifier: Verifier) -> Pointer:
+    """Check a CURRENT's signature with the service's key; returns what it says, or raises
+    `ModelIntegrityError` naming the version it claims and what is wrong."""
+    lines = text.splitlines()
+    version = lines[0].strip() if lines else ""
+    if not version:
+        raise ModelIntegrityError("", "CURRENT is empty")
+    if len(lines) < 2:
+        raise ModelIntegrityError(
+            version,
+            "CURRENT is not signed (written by hand or by a release before pointers were signed): "
+            "sign it on the batch side with `onboarding-model sign-current`",
+        )
+    try:
+        record = json.loads(lines[1])
+        pointer = Pointer(version, int(record["sequence"]), str(record["promoted_at"]))
+        signature = bytes.fromhex(str(record["signature"]))
+    except (ValueError, KeyError, TypeError):
+        raise ModelIntegrityError(version, "CURRENT's signature line is not a signed promotion record") from None
+    try:
+        verifier._public().verify(signature, _pointer_bytes(pointer.version, pointer.sequence, pointer.promoted_at))
+    except InvalidSignature:
+        raise ModelIntegrityError(
+            version,
+            f"CURRENT's signature does not verify with the service's key (key id {verifier.key_id}): "
+            "it was edited by hand or signed with another key",
+        ) from None
+    return pointer

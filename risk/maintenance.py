@@ -48,6 +48,7 @@ def gate_and_promote(version: str, settings: RiskSettings | None = None) -> dict
             data=load_dataset(settings.streams.dataset),
             progress=print,
             verifier=settings.verifier(),
+            signer=settings.signer(),  # CURRENT is signed with the batch workers' key too
         )
     except ModelIntegrityError:
         raise  # not the gate's verdict: the signing and verifying keys disagree, or a file changed

@@ -23,7 +23,7 @@ import numpy as np
 from risk.artifacts import METADATA_FILE, current_version, load_model, save_model, set_current
 from risk.errors import ModelError
 from risk.evaluation import CANDIDATES, Progress, evaluate
-from risk.integrity import ModelIntegrityError, Signer, Verifier, verify_version
+from risk.integrity import ModelIntegrityError, Pointer, Signer, Verifier, verify_version
 from risk.model import MODEL_KIND, TrainingData, feature_schema, fit
 from risk.policy import CostMatrix, Policy
 
@@ -216,9 +216,11 @@ def promote(
     data: TrainingData | None = None,
     progress: Progress | None = None,
     verifier: Verifier | None = None,
+    signer: Signer | None = None,
 ) -> list[str]:
     """Make `version` current if it verifies with `verifier`'s key (`RiskSettings.verifier()`;
-    default the development key) and passes the gate (or `force`). Returns the gate's reasons.
+    default the development key) and passes the gate (or `force`), signing CURRENT with
+    `signer` (`RiskSettings.signer()`; default the development key). Returns the gate's reasons.
 
     A version that does not verify (unsigned, another key, a file changed after signing) is
     refused before anything else, `force` or not: `ModelIntegrityError`, recorded in HISTORY,
@@ -244,12 +246,12 @@ def promote(
     if not passed and not force:
         raise ModelError(f"version {version} did not pass the promotion gate: {'; '.join(reasons)}")
     previous = _current_or_none(model_dir)
-    set_current(model_dir, version)
-    _record(model_dir, "promote", version, previous, reasons)
+    pointer = set_current(model_dir, version, signer)
+    _record(model_dir, "promote", version, previous, reasons, pointer.sequence, forced=force and not passed)
     return reasons
 
 
-def rollback(model_dir: Path, verifier: Verifier | None = None) -> str:
+def rollback(model_dir: Path, verifier: Verifier | None = None, signer: Signer | None = None) -> str:
     """Put back the version that was current before the current one. Returns it.
 
     That version must verify with `verifier`'s key (default the development key): if it no
@@ -266,10 +268,20 @@ def rollback(model_dir: Path, verifier: Verifier | None = None) -> str:
                 continue
             _verify_or_refuse(model_dir, previous, trusted, "rollback", current)
             load_model(model_dir, previous, verifier=trusted)
-            set_current(model_dir, previous)
-            _record(model_dir, "rollback", previous, current, [f"rolled back from {current}"])
+            pointer = set_current(model_dir, previous, signer)
+            _record(model_dir, "rollback", previous, current, [f"rolled back from {current}"], pointer.sequence)
             return previous
     raise ModelError(f"no earlier version recorded before {current}; nothing to roll back to")
+
+
+def sign_current(model_dir: Path, verifier: Verifier, signer: Signer) -> Pointer:
+    """Sign CURRENT as it is (the upgrade step for a pointer written before pointers were
+    signed): the version it names must verify with `verifier`; recorded in HISTORY."""
+    version = current_version(model_dir)
+    _verify_or_refuse(model_dir, version, verifier, "sign-current", version)
+    pointer = set_current(model_dir, version, signer)
+    _record(model_dir, "sign-current", version, version, ["CURRENT signed"], pointer.sequence)
+    return pointer
 
 
 def history(model_dir: Path) -> list[dict[str, Any]]:
@@ -329,13 +341,25 @@ def _verify_or_refuse(
         raise ModelIntegrityError(version, problem) from None
 
 
-def _record(model_dir: Path, action: str, version: str, previous: str | None, reasons: list[str]) -> None:
-    entry = {
+def _record(
+    model_dir: Path,
+    action: str,
+    version: str,
+    previous: str | None,
+    reasons: list[str],
+    sequence: int | None = None,
+    forced: bool = False,
+) -> None:
+    entry: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(),
         "action": action,
         "version": version,
         "previous": previous,
         "reasons": reasons,
     }
+    if sequence is not None:  # the signed CURRENT's promotion number (risk.integrity.Pointer)
+        entry["sequence"] = sequence
+    if forced:
+        entry["forced"] = True
     with (model_dir / HISTORY_FILE).open("a") as fh:
         fh.write(json.dumps(entry) + "\n")

@@ -25,7 +25,7 @@ from onboarding import intake, redis_version
 from onboarding.functions import ensure_loaded
 from onboarding.redis_clients import Role, connect
 from onboarding.settings import STACK_ENV_FILE, redacted_url
-from risk.artifacts import current_version, load_model
+from risk.artifacts import current_pointer, load_model
 from risk.errors import RiskError
 from risk.settings import RiskSettings
 from stack.errors import StackError
@@ -302,9 +302,9 @@ class Stack:
 
     def ensure_model(self) -> None:
         try:
-            version = current_version(self.model_dir)
-            # Refuses a model that no longer fits the schema, or that is not signed with the
-            # key the realtime task checks (a version trained before models were signed).
+            # Refuses a CURRENT or a model not signed with the key the realtime task checks (from
+            # a release before models or pointers were signed), or one that no longer fits the schema.
+            version = current_pointer(self.model_dir, self.model_verifier).version
             load_model(self.model_dir, version, verifier=self.model_verifier)
             step(f"risk model {version}")
             return

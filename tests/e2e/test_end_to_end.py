@@ -10,7 +10,7 @@ import pytest
 
 from onboarding.decision import DecisionEvent
 from onboarding.publisher import publish_raw, publish_signup
-from risk.artifacts import CURRENT_FILE
+from risk.artifacts import current_version, set_current
 from risk.samples import new_signup
 from testkit.realtime import RealtimeStack
 from tests.e2e.conftest import LATENCIES
@@ -80,16 +80,16 @@ def test_ten_valid_and_two_invalid_signups(realtime_stack: RealtimeStack) -> Non
 
 def test_failed_pipeline_still_answers_with_review(realtime_stack: RealtimeStack) -> None:
     stack = realtime_stack
-    current = stack.model_dir / CURRENT_FILE
-    good_version = current.read_text()
-    current.write_text("does-not-exist\n")  # a broken promotion: scoring fails
+    good_version = current_version(stack.model_dir)
+    # A broken promotion (signed, so the pointer is not the problem): scoring fails.
+    set_current(stack.model_dir, "does-not-exist", check=False)
     try:
         before = len(stack.redis.xrange(stack.streams.decisions_stream))
         event = new_signup(rng=random.Random(99))
         publish_signup(stack.redis, stack.streams.signups_stream, event)
         decisions = collect_decisions(stack, before + 1, timeout_s=120)
     finally:
-        current.write_text(good_version)
+        set_current(stack.model_dir, good_version)  # a newer promotion: never an old pointer put back
     mine = [d for d in decisions if d.event_id == event["event_id"]]
     assert len(mine) == 1
     assert mine[0].decision == "review"
@@ -117,8 +117,7 @@ def test_a_tampered_model_is_answered_review_by_a_real_airflow_run(realtime_stac
     from risk.integrity import Signer, sign_version
 
     stack = realtime_stack
-    current = stack.model_dir / CURRENT_FILE
-    good_version = current.read_text().strip()
+    good_version = current_version(stack.model_dir)
     tampered = f"{good_version}-tampered"
     shutil.copytree(stack.model_dir / good_version, stack.model_dir / tampered)
     sign_version(stack.model_dir / tampered, Signer())  # a properly signed version ...
@@ -126,14 +125,14 @@ def test_a_tampered_model_is_answered_review_by_a_real_airflow_run(realtime_stac
     meta = json.loads(metadata_path.read_text())
     meta["policy"] = {"approve_max": 0.98, "decline_min": 0.99}  # ... then its policy edited
     metadata_path.write_text(json.dumps(meta, indent=2) + "\n")
-    current.write_text(tampered + "\n")
+    set_current(stack.model_dir, tampered)  # promoted by someone holding the key, then edited
     try:
         before = len(stack.redis.xrange(stack.streams.decisions_stream))
         event = new_signup(rng=random.Random(2929))
         publish_signup(stack.redis, stack.streams.signups_stream, event)
         decisions = collect_decisions(stack, before + 1, timeout_s=120)
     finally:
-        current.write_text(good_version + "\n")
+        set_current(stack.model_dir, good_version)
         shutil.rmtree(stack.model_dir / tampered)
     (mine,) = [d for d in decisions if d.event_id == event["event_id"]]
     assert mine.decision == "review"

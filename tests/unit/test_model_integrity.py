@@ -246,6 +246,7 @@ def test_promote_of_a_signed_version_puts_it_in_service(promoted: tuple[Path, st
         "version": b,
         "previous": a,
         "reasons": None,
+        "sequence": history_of(model_dir)[-2]["sequence"] + 1,  # CURRENT's signed promotion number
     }
     assert model_store(model_dir, verifier=DEV).current().version == b  # what the realtime side loads
 
@@ -297,6 +298,7 @@ def test_force_still_overrides_the_gate_for_a_signed_version(promoted: tuple[Pat
     assert current_version(model_dir) == a
     assert model_cli(["promote", worse, "--force"]) == 0
     assert current_version(model_dir) == worse
+    assert history_of(model_dir)[-1]["forced"] is True  # HISTORY says the gate was overridden
 
 
 def test_rollback_refuses_a_previous_version_that_no_longer_verifies_and_goes_no_further(
@@ -356,3 +358,87 @@ def test_the_retraining_dags_promotion_fails_without_retries_on_a_version_that_d
         gate_and_promote(b)
     assert current_version(model_dir) == a
     assert history_of(model_dir)[-1]["action"] == "refused"
+
+
+# CURRENT is signed too: whoever can write the model volume without the key cannot point the
+# service at another version, signed or not (risk.integrity.verify_pointer).
+
+
+def test_current_edited_by_hand_to_another_signed_version_is_refused_and_answered_review(
+    promoted: tuple[Path, str, str], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: B is signed (a good version, or an old worse one) but nobody holding the key
+    put it in service; an edit of CURRENT by hand, unsigned or with A's signature line kept,
+    is refused by the realtime side, and the task answers `review` with the integrity error."""
+    model_dir, a, b = promoted
+    signed = (model_dir / "CURRENT").read_text()
+    assert model_store(model_dir, verifier=DEV).current().version == a
+    for text, reason in (
+        (f"{b}\n", "CURRENT is not signed"),
+        (f"{b}\n{signed.splitlines()[1]}\n", "CURRENT's signature does not verify"),
+    ):
+        (model_dir / "CURRENT").write_text(text)
+        with pytest.raises(ModelIntegrityError, match=reason) as raised:
+            model_store(model_dir, verifier=DEV).current()
+        assert raised.value.version == b
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    tasks.settings.cache_clear()
+    try:
+        signup = new_signup(rng=__import__("random").Random(5))
+        with pytest.raises(AirflowFailException):
+            tasks.decide_and_publish({**signup, "accepted_at": None}, None, f"signup__{signup['event_id']}")
+    finally:
+        tasks.settings.cache_clear()
+    decision = json.loads(redis_client.get(f"decisions:event:{signup['event_id']}"))
+    assert decision["decision"] == "review"
+    assert decision["error"].startswith(MODEL_INTEGRITY_ERROR_PREFIX) and "CURRENT's signature" in decision["error"]
+    assert model_cli(["verify"]) == 1  # the operator's check says the same
+
+
+def test_an_old_current_put_back_is_refused_by_a_process_that_served_a_newer_one(
+    promoted: tuple[Path, str, str],
+) -> None:
+    """A replayed pointer: a copy of CURRENT from A's promotion, put back after B's. A process
+    that served B refuses it; a rollback through the command (a newer promotion) is accepted.
+    A process started after the copy was put back cannot know (docs/security.md, C15)."""
+    from risk.artifacts import ModelStore
+
+    model_dir, a, b = promoted
+    old_pointer = (model_dir / "CURRENT").read_text()
+    store = ModelStore(model_dir, verifier=DEV)
+    assert store.current().version == a
+    assert model_cli(["promote", b]) == 0
+    assert store.current().version == b
+    (model_dir / "CURRENT").write_text(old_pointer)
+    with pytest.raises(ModelIntegrityError, match="CURRENT went back to promotion"):
+        store.current()
+    assert ModelStore(model_dir, verifier=DEV).current().version == a  # a fresh process: the residual
+    assert model_cli(["promote", b]) == 0 and model_cli(["rollback"]) == 0
+    assert store.current().version == a  # the rollback is a newer promotion
+
+
+def test_current_is_signed_with_the_batch_key_and_sign_current_upgrades_an_unsigned_one(
+    promoted: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Promotion signs CURRENT with MODEL_SIGNING_KEY (a realtime side with the development key
+    refuses it); `onboarding-model sign-current` signs a pointer written before pointers were
+    signed, only if the version it names verifies, and records it in HISTORY."""
+    from risk.artifacts import current_pointer
+    from risk.integrity import sign_version
+
+    model_dir, _a, b = promoted
+    other = Signer(OTHER_SEED)
+    sign_version(model_dir / b, other)
+    monkeypatch.setenv("MODEL_SIGNING_KEY", OTHER_SEED)
+    assert model_cli(["promote", b]) == 0
+    assert current_pointer(model_dir, other.verifier()).version == b
+    with pytest.raises(ModelIntegrityError, match="CURRENT's signature does not verify"):
+        current_pointer(model_dir, DEV)
+    (model_dir / "CURRENT").write_text(f"{b}\n")  # as a release before signed pointers wrote it
+    capsys.readouterr()
+    assert model_cli(["sign-current"]) == 0
+    assert json.loads(capsys.readouterr().out) | {"sequence": None} == {"current": b, "sequence": None, "signed": True}
+    assert current_pointer(model_dir, other.verifier()).version == b
+    assert history_of(model_dir)[-1]["action"] == "sign-current"
+    tamper(model_dir / b, "tampered")
+    assert model_cli(["sign-current"]) == 1  # never vouches for a version that does not verify
