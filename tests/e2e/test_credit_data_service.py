@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from onboarding import keys
@@ -18,9 +17,10 @@ from onboarding.decision import wait_for_decision
 from onboarding.publisher import publish_raw, publish_signup
 from risk.artifacts import current_version, load_model, save_model
 from risk.datasets import dataset
-from risk.model import TrainingData, fit, load_dataset, probability_bad
+from risk.model import fit, load_dataset, probability_bad
 from risk.policy import CostMatrix, Policy
 from risk.samples import new_signup
+from testkit.model import credit_data_sample
 from testkit.realtime import running_realtime
 from tests.e2e.test_review_page import eventually
 
@@ -31,15 +31,7 @@ WAIT_S = 120.0
 
 def train_credit_data(model_dir: Path) -> Path:
     """The service's procedure for credit_data (the blend) on 1,200 of its applicants: seconds."""
-    full = load_dataset("credit_data")
-    keep = sorted(np.random.default_rng(0).choice(len(full.bad), 1200, replace=False).tolist())
-    data = TrainingData(
-        applications=[full.applications[i] for i in keep],
-        bad=[full.bad[i] for i in keep],
-        sha256=full.sha256,
-        protected=[full.protected[i] for i in keep],
-        dataset="credit_data",
-    )
+    data = credit_data_sample()
     contract = dataset("credit_data")
     extra = {"dataset": "credit_data", "features": contract.feature_schema(), "kind": contract.service_kind}
     save_model(model_dir, fit(data), Policy.from_costs(CostMatrix(review_cost=0.7)), data.sha256, {}, extra=extra)

@@ -28,6 +28,7 @@ from risk.model import TrainingData, contributions, fit, load_dataset, probabili
 from risk.policy import CostMatrix, Policy
 from risk.samples import new_signup
 from risk.steps import decision_event, run_stages
+from testkit.model import credit_data_sample
 
 CSV = Path(__file__).resolve().parents[2] / "risk" / "data" / "credit_data.csv"
 CSV_SHA256 = "43c83a4630f1995f00b456becc4a84219616a2f2bae445e86c706264cc9050a4"
@@ -109,16 +110,7 @@ def test_the_service_kind_on_credit_data_is_the_blend_and_german_credit_keeps_th
 def small_model() -> tuple[object, TrainingData]:
     """The service's training procedure (credit_data's: the blend) on 1,200 credit_data
     applicants (seconds, not minutes)."""
-    full = load_dataset("credit_data")
-    rng = np.random.default_rng(0)
-    keep = sorted(rng.choice(len(full.bad), 1200, replace=False).tolist())
-    data = TrainingData(
-        applications=[full.applications[i] for i in keep],
-        bad=[full.bad[i] for i in keep],
-        sha256=full.sha256,
-        protected=[full.protected[i] for i in keep],
-        dataset="credit_data",
-    )
+    data = credit_data_sample()
     return fit(data), data
 
 
