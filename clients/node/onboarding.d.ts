@@ -122,6 +122,12 @@ export function serviceEventId(app: string | undefined | null, eventId: string):
 /** An app's own intake stream, `<signupsStream>:app:<app>`. */
 export function intakeStream(signupsStream: string, app: string): string;
 
+/** An app's own decision stream, `<decisionsStream>:app:<app>` (what `feed` reads). */
+export function appFeedStream(decisionsStream: string, app: string): string;
+
+/** An app's own refusals stream, `<decisionsStream>:app:<app>:refusals` (`feed` with `refusals: true`). */
+export function appRefusalsStream(decisionsStream: string, app: string): string;
+
 /** The key, and the Pub/Sub channel, of one event's decision. */
 export function decisionKey(decisionsStream: string, eventId: string): string;
 
@@ -168,3 +174,86 @@ export function waitForFinalDecision(
   timeoutMs: number,
   options?: { decisionsStream?: string; app?: string },
 ): Promise<Decision | null>;
+
+/** What `feed` needs of a node-redis (>= 6) client: `createClient({ url })`, connected,
+ * whose user may XGROUP CREATE, XREADGROUP and XACK on the app's feed streams. */
+export interface OnboardingFeedClient {
+  xGroupCreate(key: string, group: string, id: string, options: { MKSTREAM: true }): Promise<unknown>;
+  xAck(key: string, group: string, id: string): Promise<unknown>;
+  duplicate(): OnboardingFeedConnection;
+}
+
+/** The duplicate of the client that `feed` blocks its reads on, and closes. */
+export interface OnboardingFeedConnection {
+  readonly isOpen: boolean;
+  connect(): Promise<unknown>;
+  withTypeMapping(typeMapping: { [type: number]: unknown }): {
+    xReadGroup(
+      group: string,
+      consumer: string,
+      streams: Array<{ key: string; id: string }>,
+      options: { COUNT: number; BLOCK?: number },
+    ): Promise<unknown>;
+  };
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  close(): Promise<unknown>;
+  destroy(): unknown;
+}
+
+export interface FeedOptions {
+  /** The app's name (required): the feed is its own stream `<decisionsStream>:app:<app>`. */
+  app: string;
+  /** The app's consumer group (one per app; created at `start` if missing). */
+  group: string;
+  /** This instance's name within the group: its unacknowledged entries come back to it. */
+  consumer: string;
+  /** Where a group created now starts: '$' (default) new entries only, '0' all the stream holds. */
+  start?: string;
+  /** How long one read blocks for new entries, in ms (default 5000). */
+  blockMs?: number;
+  /** At most this many entries per stream per read (default 100). */
+  count?: number;
+  decisionsStream?: string;
+  /** Also read the app's refusals stream `<decisionsStream>:app:<app>:refusals` (default false). */
+  refusals?: boolean;
+  /** Ends the feed: checked between reads, and interrupts a read blocked at that moment. */
+  signal?: AbortSignal;
+}
+
+/** An entry of a feed: acknowledge it (`ack()`) once handled, or it is delivered again to
+ * this consumer when a feed starts. */
+export interface FeedEntry {
+  /** The stream entry's id. */
+  entryId: string;
+  /** The stream it was read from (the app's feed, or its refusals stream). */
+  stream: string;
+  /** XACK on its own stream. */
+  ack(): Promise<void>;
+}
+
+/** A decision from the app's decision feed (a review, later its final decision). */
+export interface FeedDecision extends FeedEntry {
+  decision: Decision;
+  refusal?: undefined;
+}
+
+/** A refusal from the app's refusals stream (`refusals: true` only). */
+export interface FeedRefusal extends FeedEntry {
+  refusal: Refusal;
+  decision?: undefined;
+}
+
+export type FeedItem = FeedDecision | FeedRefusal;
+
+/** The app's own decision feed through its consumer group: this consumer's pending entries
+ * first, then new ones, until the loop stops or `signal` aborts; with `refusals: true` its
+ * refusals too. Throws ContractError at once without `app`, `group` or `consumer`. */
+export function feed(
+  client: OnboardingFeedClient,
+  options: FeedOptions & { refusals: true },
+): AsyncGenerator<FeedItem, void, undefined>;
+export function feed(
+  client: OnboardingFeedClient,
+  options: FeedOptions & { refusals?: false },
+): AsyncGenerator<FeedDecision, void, undefined>;
+export function feed(client: OnboardingFeedClient, options: FeedOptions): AsyncGenerator<FeedItem, void, undefined>;

@@ -15,6 +15,11 @@
 // answer is under `<decisions>:event:<name>:<id>` (key and channel), the only answers that
 // user may read. Without `app`, the deprecated shared `app` user and stream. Nothing here
 // scans a stream.
+//
+//   feed:    XGROUP CREATE <decisions>:app:<name> <group> <start> MKSTREAM (and on
+//            <decisions>:app:<name>:refusals with `refusals: true`), then XREADGROUP GROUP
+//            <group> <consumer>: this consumer's pending entries first (id 0), then new ones
+//            (>), BLOCK on a duplicate of the client; XACK each entry once it is handled.
 
 import { randomUUID } from 'node:crypto';
 
@@ -96,6 +101,18 @@ export function serviceEventId(app, eventId) {
 /** An app's own intake stream (its per-app Redis user may append only there). */
 export function intakeStream(signupsStream, app) {
   return `${signupsStream}:app:${app}`;
+}
+
+/** An app's own decision stream: the decisions of its signups (its per-app Redis user may
+ * read it only through its own consumer groups). */
+export function appFeedStream(decisionsStream, app) {
+  return `${decisionsStream}:app:${app}`;
+}
+
+/** An app's own refusals stream: the refusals of its refused signups (refusal.v1.json), read
+ * like the decision feed. */
+export function appRefusalsStream(decisionsStream, app) {
+  return `${decisionsStream}:app:${app}:refusals`;
 }
 
 const APP_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -268,4 +285,138 @@ export async function waitForDecision(client, appEventId, timeoutMs, { decisions
 /** `waitForDecision(client, eventId, timeoutMs, { ...options, untilFinal: true })`. */
 export function waitForFinalDecision(client, eventId, timeoutMs, options = {}) {
   return waitForDecision(client, eventId, timeoutMs, { ...options, untilFinal: true });
+}
+
+// node-redis RESP_TYPES.MAP ('%'). Mapped to Array for XREADGROUP, an entry's fields stay
+// the flat [name, value, ...] list Redis sends, and the entry of one trimmed while pending
+// (no fields: nil) reads as null; with the default mapping node-redis 6.3 throws a TypeError
+// on that nil and the whole reply is lost. The outer reply is [{ name, messages }] for RESP2
+// and RESP3 alike.
+const RESP_MAP = 37;
+
+async function createGroup(client, stream, group, start) {
+  try {
+    await client.xGroupCreate(stream, group, start, { MKSTREAM: true });
+  } catch (err) {
+    if (!String(err?.message).includes('BUSYGROUP')) throw err;
+  }
+}
+
+function checkName(what, value) {
+  if (typeof value !== 'string' || value.length === 0) throw new ContractError(`${what}: a non-empty string`);
+}
+
+function payloadOf(stream, entryId, fields) {
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (String(fields[i]) === 'payload') return String(fields[i + 1]);
+  }
+  throw new ContractError(`${stream} entry ${entryId} has no payload`);
+}
+
+/** The app's own decision feed through its consumer group `group`, as consumer `consumer`
+ * (one name per instance): every decision of its signups appended after the group was
+ * created (`start`: '$' new ones, '0' all the stream holds), a review and later its final
+ * decision; with `refusals: true` also every refusal of its signups, from its refusals
+ * stream (a group of the same name there). First this consumer's own pending entries (given
+ * to it before, not acknowledged), then new ones. Yields `{ entryId, stream, decision }` or
+ * `{ entryId, stream, refusal }`, each with `ack()`: acknowledge once handled, or it is
+ * delivered again to this consumer when a feed starts. The groups are created (if missing)
+ * at the first read. Reads block on a duplicate of `client` (closed when the feed ends),
+ * so `client` stays free for other commands; acknowledgements go through `client`. Runs
+ * until the loop stops or `signal` aborts (which also ends a read blocked at that moment;
+ * what it would have delivered stays pending for this consumer). An entry trimmed while
+ * pending is acknowledged and skipped; a payload this module cannot read throws
+ * ContractError (the entry stays pending). Throws ContractError at once without `app`,
+ * `group` or `consumer`. */
+export function feed(client, { app, group, consumer, start = '$', blockMs = 5000, count = 100, decisionsStream = 'decisions', refusals = false, signal } = {}) {
+  if (app == null) throw new ContractError('feed needs app: the feed is an app\'s own stream <decisions>:app:<app>');
+  checkApp(app);
+  checkName('group', group);
+  checkName('consumer', consumer);
+  const feedStream = appFeedStream(decisionsStream, app);
+  const refusalsStream = appRefusalsStream(decisionsStream, app);
+  const streams = refusals ? [feedStream, refusalsStream] : [feedStream];
+  return readFeed(client, { streams, refusalsStream, group, consumer, start, blockMs, count, signal });
+}
+
+async function* readFeed(client, { streams, refusalsStream, group, consumer, start, blockMs, count, signal }) {
+  if (signal?.aborted) return;
+  for (const stream of streams) await createGroup(client, stream, group, start);
+  const connection = client.duplicate();
+  connection.on('error', () => {}); // a lost connection rejects the command in flight, thrown below
+  const interrupt = () => {
+    try {
+      connection.destroy(); // rejects a read blocked at this moment
+    } catch {
+      // not open yet, or already closed
+    }
+  };
+  signal?.addEventListener('abort', interrupt, { once: true });
+  try {
+    const cursors = new Map(streams.map((stream) => [stream, '0'])); // own pending entries first
+    let reader;
+    while (!signal?.aborted) {
+      const pending = streams.filter((stream) => cursors.get(stream) !== '>');
+      const reading = pending.length > 0 ? pending : streams;
+      let reply;
+      try {
+        if (reader === undefined) {
+          await connection.connect();
+          reader = connection.withTypeMapping({ [RESP_MAP]: Array });
+        }
+        reply = await reader.xReadGroup(
+          group,
+          consumer,
+          reading.map((stream) => ({ key: stream, id: cursors.get(stream) })),
+          pending.length > 0 ? { COUNT: count } : { COUNT: count, BLOCK: blockMs },
+        );
+      } catch (err) {
+        if (signal?.aborted) return; // interrupted by the abort
+        throw err;
+      }
+      const entries = [];
+      for (const { name, messages } of reply ?? []) {
+        // A reply's stream name carries the client's keyPrefix, if any; an app name has no
+        // ':', so only the refusals stream's name ends with its key.
+        const stream = String(name).endsWith(refusalsStream) ? refusalsStream : streams[0];
+        for (const { id, message } of messages) entries.push({ stream, entryId: String(id), fields: message });
+      }
+      for (const stream of pending) {
+        // Past this stream's last pending entry, or on to new ones once none is left.
+        const last = entries.findLast((entry) => entry.stream === stream);
+        cursors.set(stream, last ? last.entryId : '>');
+      }
+      for (const { stream, entryId, fields } of entries) {
+        if (signal?.aborted) return; // the rest stays pending for this consumer
+        if (!fields || fields.length === 0) {
+          await client.xAck(stream, group, entryId); // trimmed while pending: nothing left to read
+          continue;
+        }
+        yield feedItem(client, group, stream, refusalsStream, entryId, payloadOf(stream, entryId, fields));
+      }
+    }
+  } finally {
+    signal?.removeEventListener('abort', interrupt);
+    if (connection.isOpen) {
+      try {
+        await connection.close();
+      } catch {
+        interrupt();
+      }
+    } else {
+      interrupt();
+    }
+  }
+}
+
+function feedItem(client, group, stream, refusalsStream, entryId, payload) {
+  const ack = async () => {
+    await client.xAck(stream, group, entryId);
+  };
+  const answer = parseAnswer(payload);
+  const isRefusal = answer.kind === 'refusal';
+  if (isRefusal !== (stream === refusalsStream)) {
+    throw new ContractError(`${stream} entry ${entryId}: a ${isRefusal ? 'refusal' : 'decision'} on the ${isRefusal ? 'decision' : 'refusals'} stream`);
+  }
+  return isRefusal ? { entryId, stream, refusal: answer, ack } : { entryId, stream, decision: answer, ack };
 }

@@ -1,7 +1,9 @@
 // The module's contract checks (no Redis), then a round trip against a real Redis: skipped
 // when TEST_REDIS_URL (default redis://127.0.0.1:6379/15) is unreachable, failed if CI is set.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { createClient } from 'redis';
 
@@ -10,7 +12,10 @@ import {
   OUTCOMES,
   RefusedError,
   SCHEMA_VERSION,
+  appFeedStream,
+  appRefusalsStream,
   decisionKey,
+  feed,
   getDecision,
   intakeStream,
   newEventId,
@@ -140,7 +145,29 @@ describe('contract checks', () => {
   test('the decision key is the stream name, ":event:" and the event id', () => {
     assert.equal(decisionKey('decisions', 'evt-1'), 'decisions:event:evt-1');
   });
+
+  test("an app's feed streams are named after the decisions stream and the app", () => {
+    assert.equal(appFeedStream('decisions', 'web'), 'decisions:app:web');
+    assert.equal(appRefusalsStream('decisions', 'web'), 'decisions:app:web:refusals');
+  });
+
+  test('a feed without app, with a bad app name, or without group or consumer is refused at once', () => {
+    const client = {}; // never used: the options are checked first
+    assert.throws(() => feed(client, { group: 'crm', consumer: 'pod-1' }), ContractError);
+    assert.throws(() => feed(client), ContractError);
+    assert.throws(() => feed(client, { app: 'Web!', group: 'crm', consumer: 'pod-1' }), ContractError);
+    assert.throws(() => feed(client, { app: 'web', consumer: 'pod-1' }), ContractError);
+    assert.throws(() => feed(client, { app: 'web', group: 'crm' }), ContractError);
+  });
 });
+
+async function waitFor(condition, ms = 5_000) {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms`);
+    await sleep(20);
+  }
+}
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/15';
 
@@ -286,5 +313,233 @@ describe('against a real Redis', async () => {
     assert.equal(final?.decision, 'decline');
     assert.equal(final?.final, true);
     assert.equal(final?.review?.reviewer_id, 'rev-7');
+  });
+  describe('the feed', () => {
+    // Each test its own decisions stream name, deleted after it.
+    const fresh = () => `${prefix}:feed-${randomUUID()}:decisions`;
+    const entry = (answer) => ({ event_id: answer.event_id, payload: JSON.stringify(answer) });
+    const drop = async (decisionsStream) => {
+      const keys = await client.keys(`${decisionsStream}*`);
+      if (keys.length) await client.del(keys);
+    };
+    // A feed stopped by its own AbortController (an async generator's return() waits for a
+    // next() in flight, which a blocking feed may never settle; the abort does).
+    function open(feedOptions, on = client) {
+      const controller = new AbortController();
+      const items = feed(on, { ...feedOptions, signal: controller.signal });
+      let inFlight = null;
+      const next = async (ms) => {
+        const pending = inFlight ?? items.next();
+        inFlight = pending;
+        const got = await Promise.race([pending, sleep(ms).then(() => 'timeout')]);
+        if (got !== 'timeout') inFlight = null;
+        return got;
+      };
+      return {
+        // The next `n` items, within `ms`.
+        async take(n, ms = 5_000) {
+          const got = [];
+          const deadline = Date.now() + ms;
+          while (got.length < n) {
+            const step = await next(Math.max(0, deadline - Date.now()));
+            if (step === 'timeout') throw new Error(`only ${got.length} of ${n} feed items within ${ms} ms`);
+            if (step.done) break;
+            got.push(step.value);
+          }
+          return got;
+        },
+        // Nothing within `ms`: true.
+        async nothing(ms = 600) {
+          return (await next(ms)) === 'timeout';
+        },
+        async close() {
+          controller.abort();
+          if (inFlight) assert.deepEqual(await inFlight, { value: undefined, done: true });
+          inFlight = null;
+          await items.return();
+        },
+      };
+    }
+    const pendingIds = async (stream, group) => (await client.xPendingRange(stream, group, '-', '+', 100)).map((p) => p.id);
+
+    test('a decision on the app feed is yielded parsed; ack removes it from the pending entries', options, async () => {
+      const decisions = fresh();
+      const stream = appFeedStream(decisions, 'web');
+      const controller = new AbortController();
+      const items = feed(client, { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, blockMs: 200, signal: controller.signal });
+      try {
+        const first = items.next(); // creates the group at '$', then blocks
+        await waitFor(async () => (await client.xInfoGroups(stream).catch(() => [])).length === 1);
+        const entryId = await client.xAdd(stream, '*', entry(decision('web:evt-1', 'review')));
+        const { value: item } = await first;
+        assert.equal(item.entryId, entryId);
+        assert.equal(item.stream, stream);
+        assert.equal(item.decision.event_id, 'web:evt-1');
+        assert.equal(item.decision.decision, 'review');
+        assert.equal(item.decision.final, false); // parsed: derived by parseDecision
+        assert.equal(item.refusal, undefined);
+        assert.deepEqual(await pendingIds(stream, 'crm'), [entryId]);
+        await item.ack();
+        assert.deepEqual(await pendingIds(stream, 'crm'), []);
+        controller.abort();
+        assert.deepEqual(await items.next(), { value: undefined, done: true });
+      } finally {
+        controller.abort();
+        await items.return();
+        await drop(decisions);
+      }
+    });
+
+    test('an unacknowledged entry comes back to a new feed of the same consumer, before new ones', options, async () => {
+      const decisions = fresh();
+      const stream = appFeedStream(decisions, 'web');
+      const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200 };
+      const feeds = [];
+      const opened = (o) => feeds[feeds.push(open(o)) - 1];
+      try {
+        const old = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
+        const before = opened(opts);
+        const [unacked] = await before.take(1);
+        assert.equal(unacked.entryId, old);
+        await before.close(); // stopped without acknowledging (a crash, a restart)
+        const fresher = await client.xAdd(stream, '*', entry(decision('web:evt-2', 'decline')));
+        const other = await opened({ ...opts, consumer: 'pod-2' }).take(1);
+        assert.deepEqual(other.map((i) => i.entryId), [fresher]); // another consumer: only the new one
+        await other[0].ack();
+        const newest = await client.xAdd(stream, '*', entry(decision('web:evt-3')));
+        const got = await opened(opts).take(2);
+        assert.deepEqual(got.map((i) => i.entryId), [old, newest]); // its own pending entry first
+        assert.deepEqual(got.map((i) => i.decision.event_id), ['web:evt-1', 'web:evt-3']);
+        for (const item of got) await item.ack();
+        assert.deepEqual(await pendingIds(stream, 'crm'), []);
+      } finally {
+        for (const f of feeds) await f.close();
+        await drop(decisions);
+      }
+    });
+
+    test('a refusal on the refusals stream is yielded, as a refusal, only with refusals: true', options, async () => {
+      const decisions = fresh();
+      const stream = appFeedStream(decisions, 'web');
+      const refusalsStream = appRefusalsStream(decisions, 'web');
+      const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200 };
+      const feeds = [];
+      const opened = (o) => feeds[feeds.push(open(o)) - 1];
+      try {
+        const refused = await client.xAdd(refusalsStream, '*', entry(refusal('web:evt-9')));
+        const decided = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
+        const decisionsOnly = opened(opts);
+        const [only] = await decisionsOnly.take(1);
+        assert.equal(only.entryId, decided);
+        await only.ack();
+        assert.ok(await decisionsOnly.nothing()); // the refusal is not read
+        await decisionsOnly.close();
+        assert.equal((await client.xInfoGroups(refusalsStream)).length, 0); // not even a group there
+
+        const both = opened({ ...opts, refusals: true });
+        const [item] = await both.take(1);
+        assert.equal(item.entryId, refused);
+        assert.equal(item.stream, refusalsStream);
+        assert.equal(item.decision, undefined);
+        assert.equal(item.refusal.kind, 'refusal');
+        assert.equal(item.refusal.event_id, 'web:evt-9');
+        assert.equal(item.refusal.reason, 'invalid_value');
+        assert.equal(item.refusal.retryable, false);
+        assert.deepEqual(await pendingIds(refusalsStream, 'crm'), [refused]);
+        await item.ack();
+        assert.deepEqual(await pendingIds(refusalsStream, 'crm'), []);
+        // New entries on both streams, read by the one blocking XREADGROUP over both.
+        const next = both.take(2);
+        await sleep(100);
+        await client.xAdd(refusalsStream, '*', entry(refusal('web:evt-10')));
+        await client.xAdd(stream, '*', entry(decision('web:evt-11', 'decline')));
+        const got = await next;
+        const seen = got.map((i) => (i.refusal ? `refusal ${i.refusal.event_id}` : `decision ${i.decision.event_id}`));
+        assert.deepEqual(seen.sort(), ['decision web:evt-11', 'refusal web:evt-10']);
+        for (const i of got) await i.ack();
+        assert.deepEqual([...(await pendingIds(stream, 'crm')), ...(await pendingIds(refusalsStream, 'crm'))], []);
+      } finally {
+        for (const f of feeds) await f.close();
+        await drop(decisions);
+      }
+    });
+
+    test("another app's feed is not read", options, async () => {
+      const decisions = fresh();
+      const mobile = [appFeedStream(decisions, 'mobile'), appRefusalsStream(decisions, 'mobile')];
+      const web = open({ app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200, refusals: true });
+      try {
+        await client.xAdd(mobile[0], '*', entry(decision('mobile:evt-1')));
+        await client.xAdd(mobile[1], '*', entry(refusal('mobile:evt-2')));
+        const mine = await client.xAdd(appFeedStream(decisions, 'web'), '*', entry(decision('web:evt-3')));
+        const [item] = await web.take(1);
+        assert.equal(item.entryId, mine);
+        assert.equal(item.decision.event_id, 'web:evt-3');
+        await item.ack();
+        assert.ok(await web.nothing());
+        for (const stream of mobile) assert.equal((await client.xInfoGroups(stream)).length, 0);
+      } finally {
+        await web.close();
+        await drop(decisions);
+      }
+    });
+
+    test('an entry trimmed while pending is acknowledged and skipped (RESP3 and RESP2)', options, async () => {
+      // The reply shapes differ; node-redis 6 defaults to RESP3.
+      const resp2 = createClient({ url: REDIS_URL, RESP: 2, socket: { reconnectStrategy: false, connectTimeout: 2000 } });
+      resp2.on('error', () => {});
+      await resp2.connect();
+      for (const [on, refusals] of [[client, false], [client, true], [resp2, false]]) {
+        const decisions = fresh();
+        const stream = appFeedStream(decisions, 'web');
+        const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200, refusals };
+        const feeds = [];
+        const opened = (o) => feeds[feeds.push(open(o, on)) - 1];
+        try {
+          const trimmed = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
+          const kept = await client.xAdd(stream, '*', entry(decision('web:evt-2')));
+          const first = opened(opts);
+          assert.equal((await first.take(2)).length, 2); // both delivered, neither acknowledged
+          await first.close();
+          await client.xTrim(stream, 'MAXLEN', 1); // the service's cap, while they are pending
+          assert.deepEqual(await pendingIds(stream, 'crm'), [trimmed, kept]);
+          const again = opened(opts);
+          const [item] = await again.take(1);
+          assert.equal(item.entryId, kept);
+          assert.equal(item.decision.event_id, 'web:evt-2');
+          assert.deepEqual(await pendingIds(stream, 'crm'), [kept]); // the trimmed one acknowledged
+          await item.ack();
+          assert.ok(await again.nothing(400));
+          assert.deepEqual(await pendingIds(stream, 'crm'), []);
+        } finally {
+          for (const f of feeds) await f.close();
+          await drop(decisions);
+        }
+      }
+      await resp2.close();
+    });
+
+    test('an abort ends a feed blocked in its read at once, and one already aborted reads nothing', options, async () => {
+      const decisions = fresh();
+      const stream = appFeedStream(decisions, 'web');
+      try {
+        const controller = new AbortController();
+        const items = feed(client, { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, blockMs: 30_000, signal: controller.signal });
+        const next = items.next();
+        await waitFor(async () => (await client.xInfoGroups(stream).catch(() => [])).length === 1);
+        await sleep(100); // blocked in XREADGROUP BLOCK 30000
+        const started = Date.now();
+        controller.abort();
+        assert.deepEqual(await next, { value: undefined, done: true });
+        assert.ok(Date.now() - started < 1_000);
+        assert.ok(client.isReady); // the app's client is untouched
+
+        const aborted = feed(client, { app: 'web', group: 'other', consumer: 'pod-1', decisionsStream: decisions, signal: AbortSignal.abort() });
+        assert.deepEqual(await aborted.next(), { value: undefined, done: true });
+        assert.equal((await client.xInfoGroups(stream)).length, 1); // no group 'other'
+      } finally {
+        await drop(decisions);
+      }
+    });
   });
 });

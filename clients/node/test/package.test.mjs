@@ -27,15 +27,15 @@ test('the packed tarball installs into an empty project and imports as an ES mod
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
   // The peer dependency (redis) comes from npm's cache when the checkout's `npm ci` filled it.
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', join(work, packed.filename)], app);
-  const code = "import('onboarding-client').then((m) => console.log(JSON.stringify([m.decisionKey('decisions', 'evt-1'), typeof m.waitForDecision, m.SCHEMA_VERSION])))";
-  assert.deepEqual(JSON.parse(run('node', ['-e', code], app)), ['decisions:event:evt-1', 'function', 1]);
+  const code = "import('onboarding-client').then((m) => console.log(JSON.stringify([m.decisionKey('decisions', 'evt-1'), typeof m.waitForDecision, m.SCHEMA_VERSION, m.appFeedStream('decisions', 'web'), typeof m.feed])))";
+  assert.deepEqual(JSON.parse(run('node', ['-e', code], app)), ['decisions:event:evt-1', 'function', 1, 'decisions:app:web', 'function']);
 
   // The shipped types, checked against the real node-redis client an app passes in.
   writeFileSync(
     join(app, 'check.ts'),
     [
       "import { createClient } from 'redis';",
-      "import { RefusedError, submitSignup, waitForDecision, type Decision } from 'onboarding-client';",
+      "import { RefusedError, appFeedStream, appRefusalsStream, feed, submitSignup, waitForDecision, type Decision, type Refusal } from 'onboarding-client';",
       "const client = createClient({ url: 'redis://127.0.0.1:6379/0' });",
       "const eventId: string = await submitSignup(client, { credit_amount: 4200 }, { userId: 'u-1' });",
       'const decision: Decision | null = await waitForDecision(client, eventId, 1000);',
@@ -55,6 +55,30 @@ test('the packed tarball installs into an empty project and imports as an ES mod
       '}',
       '// @ts-expect-error: untilFinal is a boolean',
       "await waitForDecision(client, eventId, 1000, { untilFinal: 'yes' });",
+      "const stop = new AbortController();",
+      "for await (const item of feed(client, { app: 'web', group: 'crm', consumer: 'pod-1', signal: stop.signal })) {",
+      '  const outcome: Decision = item.decision; // decisions only without refusals: true',
+      '  const entryId: string = item.entryId;',
+      '  await item.ack();',
+      '  console.log(outcome, entryId);',
+      '}',
+      "for await (const item of feed(client, { app: 'web', group: 'crm', consumer: 'pod-1', refusals: true })) {",
+      '  if (item.refusal) {',
+      '    const refusal: Refusal = item.refusal;',
+      '    console.log(refusal.reason);',
+      '  } else {',
+      '    const outcome: Decision = item.decision;',
+      '    console.log(outcome.decision);',
+      '  }',
+      '  // @ts-expect-error: with refusals: true an item may be a refusal',
+      '  const certainDecision: Decision = item.decision;',
+      '  console.log(certainDecision, item.stream);',
+      '  await item.ack();',
+      '}',
+      "const streams: string[] = [appFeedStream('decisions', 'web'), appRefusalsStream('decisions', 'web')];",
+      'console.log(streams);',
+      '// @ts-expect-error: app is required',
+      "feed(client, { group: 'crm', consumer: 'pod-1' });",
       '',
     ].join('\n'),
   );
