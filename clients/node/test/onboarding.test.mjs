@@ -322,6 +322,22 @@ describe('against a real Redis', async () => {
       const keys = await client.keys(`${decisionsStream}*`);
       if (keys.length) await client.del(keys);
     };
+    // One web app's feed streams under a fresh name, the usual options, and every feed opened
+    // through `opened`; `close()` stops them all and deletes the streams.
+    function scenario(extra = {}, on = client) {
+      const decisionsStream = fresh();
+      const feeds = [];
+      return {
+        stream: appFeedStream(decisionsStream, 'web'),
+        refusalsStream: appRefusalsStream(decisionsStream, 'web'),
+        opts: { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream, start: '0', blockMs: 200, ...extra },
+        opened: (o) => feeds[feeds.push(open(o, on)) - 1],
+        async close() {
+          for (const f of feeds) await f.close();
+          await drop(decisionsStream);
+        },
+      };
+    }
     // A feed stopped by its own AbortController (an async generator's return() waits for a
     // next() in flight, which a blocking feed may never settle; the abort does).
     function open(feedOptions, on = client) {
@@ -391,11 +407,7 @@ describe('against a real Redis', async () => {
     });
 
     test('an unacknowledged entry comes back to a new feed of the same consumer, before new ones', options, async () => {
-      const decisions = fresh();
-      const stream = appFeedStream(decisions, 'web');
-      const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200 };
-      const feeds = [];
-      const opened = (o) => feeds[feeds.push(open(o)) - 1];
+      const { stream, opts, opened, close } = scenario();
       try {
         const old = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
         const before = opened(opts);
@@ -413,18 +425,12 @@ describe('against a real Redis', async () => {
         for (const item of got) await item.ack();
         assert.deepEqual(await pendingIds(stream, 'crm'), []);
       } finally {
-        for (const f of feeds) await f.close();
-        await drop(decisions);
+        await close();
       }
     });
 
     test('a refusal on the refusals stream is yielded, as a refusal, only with refusals: true', options, async () => {
-      const decisions = fresh();
-      const stream = appFeedStream(decisions, 'web');
-      const refusalsStream = appRefusalsStream(decisions, 'web');
-      const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200 };
-      const feeds = [];
-      const opened = (o) => feeds[feeds.push(open(o)) - 1];
+      const { stream, refusalsStream, opts, opened, close } = scenario();
       try {
         const refused = await client.xAdd(refusalsStream, '*', entry(refusal('web:evt-9')));
         const decided = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
@@ -459,8 +465,7 @@ describe('against a real Redis', async () => {
         for (const i of got) await i.ack();
         assert.deepEqual([...(await pendingIds(stream, 'crm')), ...(await pendingIds(refusalsStream, 'crm'))], []);
       } finally {
-        for (const f of feeds) await f.close();
-        await drop(decisions);
+        await close();
       }
     });
 
@@ -490,11 +495,7 @@ describe('against a real Redis', async () => {
       resp2.on('error', () => {});
       await resp2.connect();
       for (const [on, refusals] of [[client, false], [client, true], [resp2, false]]) {
-        const decisions = fresh();
-        const stream = appFeedStream(decisions, 'web');
-        const opts = { app: 'web', group: 'crm', consumer: 'pod-1', decisionsStream: decisions, start: '0', blockMs: 200, refusals };
-        const feeds = [];
-        const opened = (o) => feeds[feeds.push(open(o, on)) - 1];
+        const { stream, opts, opened, close } = scenario({ refusals }, on);
         try {
           const trimmed = await client.xAdd(stream, '*', entry(decision('web:evt-1')));
           const kept = await client.xAdd(stream, '*', entry(decision('web:evt-2')));
@@ -512,8 +513,7 @@ describe('against a real Redis', async () => {
           assert.ok(await again.nothing(400));
           assert.deepEqual(await pendingIds(stream, 'crm'), []);
         } finally {
-          for (const f of feeds) await f.close();
-          await drop(decisions);
+          await close();
         }
       }
       await resp2.close();
